@@ -1,0 +1,36 @@
+# The README's commands are these targets. `make test` builds its own venv and starts its own servers.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: install lint test unit integration acceptance clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check consumer tests ops
+	$(BIN)/ruff format --check consumer tests ops
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest tests
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install
+	$(BIN)/pytest tests/integration
+
+acceptance: install
+	$(BIN)/pytest tests/acceptance
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

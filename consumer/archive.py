@@ -1,0 +1,234 @@
+"""The one archive routine, shared by events, the deadline index and the sweeper:
+claim -> read -> decode -> insert (idempotent) -> commit -> compare-and-delete."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
+
+from consumer import checkpoints, codecs, exceptions, metrics, model, store
+from consumer.settings import Settings
+
+log = structlog.get_logger("consumer.archive")
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    checkpoints: list[model.Checkpoint]
+    dead: list[model.DeadLetter]
+    values: dict[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Retries and windows of the archive path, from settings."""
+
+    db_attempts: int
+    db_delay: float
+    retry_after_ms: int
+    max_hold_ms: int
+    checkpoint_ttl_ms: int
+    buffer_ms: int
+
+    @classmethod
+    def of(cls, s: Settings) -> Policy:
+        return cls(
+            db_attempts=max(1, s.db_retries),
+            db_delay=s.db_retry_delay,
+            retry_after_ms=int(max(s.db_retry_delay * 2, s.deadline_poll * 5) * 1000),
+            max_hold_ms=int(s.max_hold * 1000),
+            checkpoint_ttl_ms=int(s.checkpoint_ttl * 1000),
+            buffer_ms=int(s.buffer * 1000),
+        )
+
+
+class Archiver:
+    """Archives batches of checkpoint keys; safe to run in many processes at once."""
+
+    def __init__(
+        self,
+        redis_side: checkpoints.Checkpoints,
+        store_: store.Store,
+        codec: codecs.CodecOptions,
+        policy: Policy,
+    ) -> None:
+        self.redis = redis_side
+        self.store = store_
+        self.codec = codec
+        self.policy = policy
+        self.token = uuid.uuid4().hex
+
+    async def archive(
+        self, keys: Sequence[str], due_ms: int, received: float | None = None
+    ) -> model.BatchOutcome:
+        """Archive the due keys among `keys`; never raises for one bad checkpoint."""
+        started = received if received is not None else time.monotonic()
+        unique = list(dict.fromkeys(keys))
+        claims = await self.redis.claim(unique, self.token, due_ms)
+        outcome = model.BatchOutcome(requested=len(unique))
+        await self._note_unclaimed(claims, outcome)
+        claimed = [c for c in claims if c.status is model.ClaimStatus.CLAIMED]
+        if claimed:
+            await self._archive_claimed(claimed, outcome, started)
+        metrics.BATCH_SIZE.observe(len(claimed))
+        return outcome
+
+    async def _note_unclaimed(
+        self, claims: Sequence[model.Claim], outcome: model.BatchOutcome
+    ) -> None:
+        rearmed, gone = {}, []
+        now = checkpoints.now_ms()
+        for c in claims:
+            if c.status is model.ClaimStatus.REARMED:
+                rearmed[c.key] = now + c.pttl_ms
+            elif c.status is model.ClaimStatus.GONE:
+                gone.append(c.key)
+            elif c.status in (model.ClaimStatus.ERROR, model.ClaimStatus.WRONGTYPE):
+                outcome.errors += 1
+                metrics.ERRORS.labels(stage="claim").inc()
+                log.error("checkpoint.unreadable", key=c.key, error=c.error)
+            elif c.status is model.ClaimStatus.BUSY:
+                outcome.skipped += 1
+        outcome.rearmed += len(rearmed)
+        outcome.skipped += len(gone)
+        await self.redis.schedule(rearmed)
+        await self.redis.unschedule(gone)
+
+    async def _archive_claimed(
+        self, claimed: Sequence[model.Claim], outcome: model.BatchOutcome, started: float
+    ) -> None:
+        decoded = self._decode(claimed)
+        try:
+            counts, decoded = await self._write(decoded)
+        except Exception as exc:  # the database failed us: keep everything in Redis
+            await self._hold([c.key for c in claimed], exc, outcome)
+            return
+        await self._finish(decoded, counts, outcome, started)
+
+    def _decode(self, claimed: Sequence[model.Claim]) -> Decoded:
+        good, dead, values = [], [], {}
+        for c in claimed:
+            raw = c.value or b""
+            values[c.key] = raw
+            try:
+                good.append(self._decode_one(c.key, raw))
+            except Exception as exc:  # anything unreadable is dead-lettered with its bytes
+                dead.append(model.DeadLetter(c.key, raw, str(exc) or type(exc).__name__))
+        return Decoded(good, dead, values)
+
+    def _decode_one(self, key: str, raw: bytes) -> model.Checkpoint:
+        info = self.redis.layout.parse(key)
+        if info is None:
+            raise exceptions.DecodeError("key does not match ARCHIVER_KEY_PATTERN")
+        return codecs.decode(
+            key, raw, key_conversation_id=info.conversation_id, key_time=info.written_at,
+            options=self.codec,
+        )  # fmt: skip
+
+    async def _write(self, decoded: Decoded) -> tuple[dict[str, int], Decoded]:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.policy.db_attempts),
+            wait=wait_fixed(self.policy.db_delay),
+            retry=retry_if_exception(store.is_transient),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                counts, refused = await self._write_isolating(
+                    decoded.checkpoints, decoded.dead, decoded.values
+                )
+        gone = {d.source_key for d in refused}
+        kept = [c for c in decoded.checkpoints if c.source_key not in gone]
+        return counts, Decoded(kept, decoded.dead + refused, decoded.values)
+
+    async def _write_isolating(
+        self, batch: list[model.Checkpoint], dead: list[model.DeadLetter], raw: dict[str, bytes]
+    ) -> tuple[dict[str, int], list[model.DeadLetter]]:
+        """Write the batch; if PostgreSQL refuses the data, split it so one bad checkpoint
+        fails alone, and dead-letter that one with its raw bytes."""
+        try:
+            return await self.store.write(batch, dead), []
+        except asyncpg.PostgresError as exc:
+            if store.is_transient(exc) or not batch:
+                raise
+            if len(batch) == 1:
+                key = batch[0].source_key
+                refused = model.DeadLetter(key, raw[key], f"refused by PostgreSQL: {exc}"[:1000])
+                await self.store.write([], [*dead, refused])
+                return {}, [refused]
+        half = len(batch) // 2
+        first, refused_first = await self._write_isolating(batch[:half], dead, raw)
+        second, refused_second = await self._write_isolating(batch[half:], [], raw)
+        return first | second, refused_first + refused_second
+
+    async def _finish(
+        self, decoded: Decoded, counts: dict[str, int], outcome: model.BatchOutcome, started: float
+    ) -> None:
+        done = [(k, checkpoints.digest(v)) for k, v in decoded.values.items()]
+        finished = await self.redis.finish(done, self.token)
+        changed = [f.key for f in finished if f.result == 0]
+        if changed:
+            await self.redis.arm(changed)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        self._count(decoded, counts, changed, outcome, elapsed_ms)
+
+    def _count(
+        self,
+        decoded: Decoded,
+        counts: dict[str, int],
+        changed: list[str],
+        outcome: model.BatchOutcome,
+        elapsed_ms: float,
+    ) -> None:
+        for c in decoded.checkpoints:
+            n = counts.get(c.source_key, 0)
+            outcome.archived += 1
+            outcome.messages += n
+            metrics.ARCHIVED.inc()
+            metrics.MESSAGES.inc(n)
+            metrics.LATENCY.observe(elapsed_ms / 1000)
+            log.info(
+                "checkpoint.archived", key=c.source_key, conversation_id=c.conversation_id,
+                tenant_id=c.tenant_id, messages=n, ms=round(elapsed_ms, 1),
+            )  # fmt: skip
+        for d in decoded.dead:
+            outcome.dead_letters += 1
+            metrics.DEAD_LETTERS.inc()
+            log.warning(
+                "checkpoint.dead_lettered", key=d.source_key, error=d.error, bytes=len(d.raw)
+            )
+        for key in changed:
+            outcome.changed += 1
+            log.info("checkpoint.changed", key=key, detail="rewritten while archiving; kept")
+
+    async def _hold(self, keys: list[str], exc: BaseException, outcome: model.BatchOutcome) -> None:
+        """PostgreSQL failed: keep the checkpoints alive (bounded by MAX_HOLD) and retry later."""
+        now = checkpoints.now_ms()
+        until = {k: self._hold_until(k, now) for k in keys}
+        await self.redis.hold(keys, until, self.token)
+        await self.redis.schedule({k: now + self.policy.retry_after_ms for k in keys})
+        outcome.errors += len(keys)
+        outcome.held += len(keys)
+        metrics.ERRORS.labels(stage="database").inc(len(keys))
+        log.error(
+            "batch.failed", checkpoints=len(keys), error=_describe(exc), action="held in Redis"
+        )
+
+    def _hold_until(self, key: str, now: int) -> int:
+        info = self.redis.layout.parse(key)
+        p = self.policy
+        written = int(info.written_ts * 1000) if info else now
+        return min(
+            now + max(p.buffer_ms, 2 * p.retry_after_ms),
+            written + p.checkpoint_ttl_ms + p.max_hold_ms,
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]

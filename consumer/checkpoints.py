@@ -1,0 +1,173 @@
+"""The Redis side of the archive path: claim, compare-and-delete, arm, hold, all pipelined.
+
+Each operation takes many keys and costs one round trip; the Lua scripts live in consumer/lua.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from consumer import keys, model
+
+Redis = aioredis.Redis
+
+
+@cache
+def lua(name: str) -> str:
+    source: str = (resources.files("consumer") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+    return source
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def digest(value: bytes) -> str:
+    """What finish.lua compares: the SHA-1 of the archived value (Redis's redis.sha1hex)."""
+    return hashlib.sha1(value, usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The windows the scripts need, in milliseconds."""
+
+    buffer_ms: int
+    archive_after_ms: int
+    lease_ms: int
+    hold_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """Outcome of compare-and-delete for one key: 1 deleted, 0 changed since, -1 gone."""
+
+    key: str
+    result: int
+
+
+class Checkpoints:
+    """Pipelined, scripted operations on checkpoint keys and their companions."""
+
+    def __init__(self, client: Redis, layout: keys.Layout, timing: Timing) -> None:
+        self.client = client
+        self.layout = layout
+        self.timing = timing
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(lua(name))
+            for name in ("claim", "finish", "arm", "release", "renew", "take_due")
+        }
+
+    def script(self, name: str) -> AsyncScript:
+        return self._scripts[name]
+
+    async def claim(self, requests: Sequence[str], token: str, due_ms: int) -> list[model.Claim]:
+        """Claim each due key (one round trip); keys not due get their shadow re-armed."""
+        t = self.timing
+        now = now_ms()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in requests:
+                info = self.layout.parse(key)
+                age = now - int(info.written_ts * 1000) if info else 0
+                keys_ = [key, self.layout.claim(key), self.layout.shadow(key)]
+                args: list[str | int] = [
+                    token,
+                    t.lease_ms,
+                    t.hold_ms,
+                    due_ms,
+                    t.buffer_ms,
+                    age,
+                    t.archive_after_ms,
+                ]
+                await self.script("claim")(keys=keys_, args=args, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
+        return [_claim_of(key, reply) for key, reply in zip(requests, replies, strict=True)]
+
+    async def finish(self, done: Sequence[tuple[str, str]], token: str) -> list[Finished]:
+        """Compare-and-delete each (key, digest) and drop it from the deadline index."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, sha in done:
+                keys_ = [key, self.layout.shadow(key), self.layout.claim(key)]
+                await self.script("finish")(keys=keys_, args=[sha, token], client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
+        await self.unschedule(
+            [key for (key, _), r in zip(done, replies, strict=True) if r in (1, -1)]
+        )
+        return [
+            Finished(k, r if isinstance(r, int) else 0)
+            for (k, _), r in zip(done, replies, strict=True)
+        ]
+
+    async def arm(self, checkpoint_keys: Sequence[str]) -> dict[str, int]:
+        """(Re)create shadows from remaining TTLs and index their deadlines: key -> shadow ms."""
+        t, now = self.timing, now_ms()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in checkpoint_keys:
+                info = self.layout.parse(key)
+                age = now - int(info.written_ts * 1000) if info else 0
+                await self.script("arm")(
+                    keys=[key, self.layout.shadow(key)],
+                    args=[t.buffer_ms, age, t.archive_after_ms],
+                    client=pipe,
+                )
+            replies = await pipe.execute(raise_on_error=False)
+        armed = {k: r for k, r in zip(checkpoint_keys, replies, strict=True) if isinstance(r, int)}
+        await self.schedule({k: now + ms for k, ms in armed.items() if ms >= 0})
+        return armed
+
+    async def schedule(self, deadlines: dict[str, int]) -> None:
+        """Record archive deadlines (ms since the epoch) in the index."""
+        if deadlines:
+            await self.client.zadd(self.layout.deadlines, dict(deadlines))
+
+    async def unschedule(self, gone: Sequence[str]) -> None:
+        if gone:
+            await self.client.zrem(self.layout.deadlines, *gone)
+
+    async def hold(self, held: Sequence[str], until_ms: dict[str, int], token: str) -> None:
+        """Keep due checkpoints alive (never shortening a TTL) and release their claims."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in held:
+                pipe.pexpireat(key, until_ms[key], gt=True)
+                await self.script("release")(
+                    keys=[self.layout.claim(key)], args=[token], client=pipe
+                )
+            await pipe.execute(raise_on_error=False)
+
+    async def release(self, claimed: Sequence[str], token: str) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in claimed:
+                await self.script("release")(
+                    keys=[self.layout.claim(key)], args=[token], client=pipe
+                )
+            await pipe.execute(raise_on_error=False)
+
+    async def take_due(self, limit: int, retry_after_ms: int) -> list[str]:
+        now = now_ms()
+        args: list[int] = [now, limit, now + retry_after_ms]
+        members = await self.script("take_due")(keys=[self.layout.deadlines], args=args)
+        return [text(m) for m in members]
+
+
+def text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _claim_of(key: str, reply: Any) -> model.Claim:
+    if isinstance(reply, Exception):
+        return model.Claim(key, model.ClaimStatus.ERROR, error=str(reply))
+    status = model.ClaimStatus(text(reply[0]))
+    pttl = int(reply[1])
+    if status is model.ClaimStatus.CLAIMED:
+        return model.Claim(key, status, value=reply[2], pttl_ms=pttl)
+    if status is model.ClaimStatus.WRONGTYPE:
+        return model.Claim(key, status, pttl_ms=pttl, error=f"key holds a {text(reply[2])}")
+    return model.Claim(key, status, pttl_ms=pttl)

@@ -1,0 +1,508 @@
+"""Decode checkpoint payloads (seed JSON, LangChain forms, restricted pickles) into Checkpoints.
+
+Error messages name the field or position and the problem, never the payload's content.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import pickle
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+from typing import Any, Final
+
+import orjson
+
+from consumer import model
+from consumer.exceptions import DecodeError
+
+__all__ = ["PICKLE_REFUSED", "CodecOptions", "decode"]
+
+PICKLE_REFUSED: Final = (
+    "pickle payload refused; set ARCHIVER_ALLOW_PICKLE=1 to admit restricted pickles"
+)
+
+_PICKLE_MARK: Final = b"\x80"
+_MIN_YEAR: Final = 1970
+_MAX_YEAR: Final = 2199
+_MAX_METADATA_DEPTH: Final = 200
+_HASH_CHARS: Final = 32
+_SEPARATOR: Final = "\x1f"
+
+_ROLES: Final[dict[str, str]] = {
+    "user": "user",
+    "assistant": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "human": "user",
+    "ai": "assistant",
+}
+_LANGCHAIN_ROLES: Final[dict[str, str]] = {
+    "human": "user",
+    "ai": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function": "tool",
+}
+_LANGCHAIN_SUFFIX: Final = re.compile(r"(MessageChunk|Message|Chunk)$")
+_LANGCHAIN_NOT_METADATA: Final = frozenset({"content", "type", "id", "timestamp"})
+
+
+@dataclass(frozen=True, slots=True)
+class CodecOptions:
+    """How payloads are decoded; `timezone` is applied to naive timestamps."""
+
+    timezone: tzinfo = UTC
+    allow_pickle: bool = False
+    default_tenant: str = "default"
+    max_payload_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What every message decoder needs besides the message itself."""
+
+    key_conversation_id: str
+    key_time: datetime
+    options: CodecOptions
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """A decoded message still waiting for its identity key."""
+
+    role: str
+    content: str
+    timestamp: datetime
+    timestamp_known: bool
+    metadata: dict[str, Any]
+    ident: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _LangChainForm:
+    """A LangChain message (constructor or typed form) reduced to its common parts."""
+
+    kind: str
+    kind_path: str
+    fields: dict[str, Any]
+    fields_path: str
+    extra: dict[str, Any]
+
+
+def decode(
+    source_key: str,
+    raw: bytes,
+    *,
+    key_conversation_id: str,
+    key_time: datetime,
+    options: CodecOptions,
+) -> model.Checkpoint:
+    """Decode one checkpoint value; raises DecodeError (and nothing else) when it is invalid."""
+    try:
+        return _decode(source_key, raw, _Context(key_conversation_id, _as_utc(key_time), options))
+    except DecodeError:
+        raise
+    except Exception as exc:
+        # The cause is dropped on purpose: its message may quote the payload.
+        raise DecodeError(f"unexpected {type(exc).__name__} while decoding") from None
+
+
+def _decode(source_key: str, raw: bytes, ctx: _Context) -> model.Checkpoint:
+    limit = ctx.options.max_payload_bytes
+    if len(raw) > limit:
+        raise DecodeError(f"payload: {len(raw)} bytes is over the limit of {limit}")
+    is_pickle = raw[:1] == _PICKLE_MARK
+    document = _load_pickle(raw, ctx.options) if is_pickle else _load_json(raw)
+    return _checkpoint(source_key, document, ctx)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    if moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+# --- payload formats -----------------------------------------------------------------------------
+
+
+def _load_json(raw: bytes) -> object:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise DecodeError(f"payload: not valid JSON ({exc.msg}) at {where}") from None
+
+
+def _load_pickle(raw: bytes, options: CodecOptions) -> object:
+    """Unpickle with only datetime values admitted, then reduce the result to plain JSON values."""
+    if not options.allow_pickle:
+        raise DecodeError(PICKLE_REFUSED)
+    try:
+        loaded: object = _RestrictedUnpickler(io.BytesIO(raw)).load()
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"pickle payload: cannot be unpickled ({type(exc).__name__})") from None
+    _check_json_size(loaded, limit=options.max_payload_bytes)
+    try:
+        return orjson.loads(orjson.dumps(loaded, default=_pickled_value))
+    except orjson.JSONEncodeError:
+        raise DecodeError("pickle payload: holds a value with no JSON form") from None
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """Stand-in for `_codecs.encode`, which protocol 2 pickles use to carry datetime bytes."""
+    if encoding != "latin1" or errors != "strict":
+        raise DecodeError("pickle payload refused: _codecs.encode is admitted for latin1 only")
+    return text.encode("latin1")
+
+
+_PICKLE_GLOBALS: Final[dict[tuple[str, str], Any]] = {
+    ("datetime", "datetime"): datetime,
+    ("datetime", "date"): date,
+    ("datetime", "time"): time,
+    ("datetime", "timedelta"): timedelta,
+    ("datetime", "timezone"): timezone,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("__builtin__", "set"): set,
+    ("__builtin__", "frozenset"): frozenset,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals in `_PICKLE_GLOBALS`."""
+
+    def find_class(self, module: str, name: str, /) -> Any:
+        admitted = _PICKLE_GLOBALS.get((module, name))
+        if admitted is None:
+            refused = ascii(f"{module}.{name}"[:200])
+            raise DecodeError(f"pickle payload refused: global {refused} is not admitted")
+        return admitted
+
+
+def _check_json_size(root: object, *, limit: int) -> None:
+    """Refuse a pickle whose JSON form would exceed the payload limit.
+
+    Pickles share objects by reference, so a small payload can expand exponentially (or
+    forever, if cyclic); the walk is iterative and stops as soon as the estimate is over.
+    """
+    stack: list[object] = [root]
+    size = 0
+    while stack:
+        node = stack.pop()
+        size += _json_size(node)
+        if size > limit:
+            raise DecodeError(f"pickle payload: its JSON form would exceed the limit of {limit}")
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple | set | frozenset):
+            stack.extend(node)
+
+
+def _json_size(node: object) -> int:
+    """About the size of a node's own JSON text (a container's items are counted apart)."""
+    if isinstance(node, str | bytes):
+        return len(node) + 3
+    if isinstance(node, int):
+        return node.bit_length() // 3 + 2
+    if isinstance(node, float):
+        return 24
+    if isinstance(node, date | time | timedelta):
+        return 34
+    return 4
+
+
+def _pickled_value(value: object) -> object:
+    """orjson `default`: the pickled values JSON lacks (datetimes are native to orjson)."""
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    raise TypeError
+
+
+# --- checkpoint ----------------------------------------------------------------------------------
+
+
+def _checkpoint(source_key: str, document: object, ctx: _Context) -> model.Checkpoint:
+    if not isinstance(document, dict):
+        raise DecodeError("payload: not a JSON object")
+    return model.Checkpoint(
+        source_key=source_key,
+        conversation_id=_required_text(document, "conversation_id", ctx.key_conversation_id),
+        tenant_id=_required_text(document, "tenant_id", ctx.options.default_tenant),
+        customer_id=_optional_id(document.get("customer_id"), "customer_id"),
+        user_id=_optional_id(document.get("user_id"), "user_id"),
+        messages=_messages(document, ctx),
+    )
+
+
+def _required_text(document: dict[str, Any], name: str, fallback: str) -> str:
+    value = document.get(name)
+    if value is None:
+        value = fallback
+    if not isinstance(value, str):
+        raise DecodeError(f"{name}: not a string")
+    if not value:
+        raise DecodeError(f"{name}: empty")
+    _refuse_nul(value, name)
+    return value
+
+
+def _optional_id(value: object, path: str) -> str | None:
+    """A string or integer identifier; absent, null or "" is None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise DecodeError(f"{path}: not a string or integer")
+    text = str(value)
+    _refuse_nul(text, path)
+    return text or None
+
+
+def _refuse_nul(text: str, path: str) -> None:
+    if "\x00" in text:
+        raise DecodeError(f"{path}: contains NUL")
+
+
+def _messages(document: dict[str, Any], ctx: _Context) -> tuple[model.Message, ...]:
+    if "messages" not in document:
+        raise DecodeError("messages: missing")
+    items = document["messages"]
+    if not isinstance(items, list):
+        raise DecodeError("messages: not a list")
+    drafts = [_draft(item, f"messages[{index}]", ctx) for index, item in enumerate(items)]
+    messages = _with_keys(drafts)
+    summary = _summary(document.get("conversation_summary"), ctx)
+    return messages if summary is None else (summary, *messages)
+
+
+def _summary(value: object, ctx: _Context) -> model.Message | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise DecodeError("conversation_summary: not a string")
+    content, encoding = _encode_nul(value)
+    digest = hashlib.sha256(value.encode()).hexdigest()[:_HASH_CHARS]
+    metadata: dict[str, Any] = {"summary": True, "timestamp_source": "checkpoint", **encoding}
+    return model.Message(f"summary:{digest}", "system", content, ctx.key_time, metadata)
+
+
+# --- identity ------------------------------------------------------------------------------------
+
+
+def _with_keys(drafts: list[_Draft]) -> tuple[model.Message, ...]:
+    """Give each draft its key; a repeated id is refused since one key must mean one message."""
+    occurrences: dict[tuple[str, str, str], int] = {}
+    first_index: dict[str, int] = {}
+    messages: list[model.Message] = []
+    for index, draft in enumerate(drafts):
+        key = _key(draft, occurrences)
+        if key in first_index:
+            raise DecodeError(
+                f"messages[{index}].id: repeats the id of messages[{first_index[key]}]"
+            )
+        first_index[key] = index
+        messages.append(
+            model.Message(key, draft.role, draft.content, draft.timestamp, draft.metadata)
+        )
+    return tuple(messages)
+
+
+def _key(draft: _Draft, occurrences: dict[tuple[str, str, str], int]) -> str:
+    if draft.ident is not None:
+        return f"id:{draft.ident}"
+    stamp = draft.timestamp.isoformat() if draft.timestamp_known else ""
+    signature = (draft.role, stamp, draft.content)
+    occurrence = occurrences.get(signature, 0)
+    occurrences[signature] = occurrence + 1
+    joined = _SEPARATOR.join((*signature, str(occurrence)))
+    return "h:" + hashlib.sha256(joined.encode()).hexdigest()[:_HASH_CHARS]
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+def _draft(item: object, path: str, ctx: _Context) -> _Draft:
+    if not isinstance(item, dict):
+        raise DecodeError(f"{path}: not an object")
+    if "lc" in item:
+        return _langchain_draft(_constructor_form(item, path), ctx)
+    if "data" in item and "type" in item and "role" not in item:
+        return _langchain_draft(_typed_form(item, path), ctx)
+    return _seed_draft(item, path, ctx)
+
+
+def _seed_draft(item: dict[str, Any], path: str, ctx: _Context) -> _Draft:
+    role = _role(item.get("role"), f"{path}.role")
+    content, content_metadata = _content(item.get("content"), f"{path}.content")
+    timestamp, known = _timestamp(item.get("timestamp"), f"{path}.timestamp", ctx)
+    metadata = _metadata(item.get("metadata"), f"{path}.metadata")
+    metadata.update(content_metadata)
+    return _Draft(
+        role=role,
+        content=content,
+        timestamp=timestamp,
+        timestamp_known=known,
+        metadata=_with_timestamp_source(metadata, known),
+        ident=_optional_id(item.get("id"), f"{path}.id"),
+    )
+
+
+def _constructor_form(item: dict[str, Any], path: str) -> _LangChainForm:
+    if item.get("type") != "constructor":
+        raise DecodeError(f"{path}.type: not a LangChain constructor")
+    class_path = item.get("id")
+    if not isinstance(class_path, list) or not class_path:
+        raise DecodeError(f"{path}.id: not a LangChain class path")
+    if not all(isinstance(part, str) for part in class_path):
+        raise DecodeError(f"{path}.id: not a LangChain class path")
+    kwargs = item.get("kwargs")
+    if not isinstance(kwargs, dict):
+        raise DecodeError(f"{path}.kwargs: not an object")
+    extra = {"lc_id": list(class_path)}
+    return _LangChainForm(class_path[-1], f"{path}.id", kwargs, f"{path}.kwargs", extra)
+
+
+def _typed_form(item: dict[str, Any], path: str) -> _LangChainForm:
+    kind = item["type"]
+    if not isinstance(kind, str):
+        raise DecodeError(f"{path}.type: not a string")
+    data = item["data"]
+    if not isinstance(data, dict):
+        raise DecodeError(f"{path}.data: not an object")
+    return _LangChainForm(kind, f"{path}.type", data, f"{path}.data", {})
+
+
+def _langchain_draft(form: _LangChainForm, ctx: _Context) -> _Draft:
+    fields, path = form.fields, form.fields_path
+    role = _langchain_role(form)
+    content, content_metadata = _content(fields.get("content"), f"{path}.content")
+    timestamp, known = _timestamp(_langchain_timestamp(fields), f"{path}.timestamp", ctx)
+    rest = {
+        name: value
+        for name, value in fields.items()
+        if name not in _LANGCHAIN_NOT_METADATA and value is not None
+    }
+    metadata = _metadata({**rest, "format": "langchain", **form.extra}, path)
+    metadata.update(content_metadata)
+    return _Draft(
+        role=role,
+        content=content,
+        timestamp=timestamp,
+        timestamp_known=known,
+        metadata=_with_timestamp_source(metadata, known),
+        ident=_optional_id(fields.get("id"), f"{path}.id"),
+    )
+
+
+def _langchain_role(form: _LangChainForm) -> str:
+    name = _LANGCHAIN_SUFFIX.sub("", form.kind).lower()
+    if name == "chat":
+        return _role(form.fields.get("role"), f"{form.fields_path}.role")
+    role = _LANGCHAIN_ROLES.get(name)
+    if role is None:
+        raise DecodeError(f"{form.kind_path}: not a supported LangChain message type")
+    return role
+
+
+def _langchain_timestamp(fields: dict[str, Any]) -> object:
+    stamp = fields.get("timestamp")
+    if stamp is not None:
+        return stamp
+    extra = fields.get("additional_kwargs")
+    return extra.get("timestamp") if isinstance(extra, dict) else None
+
+
+# --- fields --------------------------------------------------------------------------------------
+
+
+def _role(value: object, path: str) -> str:
+    if not isinstance(value, str):
+        raise DecodeError(f"{path}: not a string")
+    role = _ROLES.get(value)
+    if role is None:
+        raise DecodeError(f"{path}: not one of user, assistant, system, tool, human, ai")
+    return role
+
+
+def _content(value: object, path: str) -> tuple[str, dict[str, Any]]:
+    """The content as text, plus the metadata that says how it was stored."""
+    if isinstance(value, str):
+        return _encode_nul(value)
+    if isinstance(value, list | dict):
+        try:
+            text = orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:
+            raise DecodeError(f"{path}: content blocks cannot be stored as JSON") from None
+        return text, {"content_type": "json"}
+    raise DecodeError(f"{path}: not a string, list or object")
+
+
+def _encode_nul(text: str) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL text cannot hold NUL: such content is kept as base64 of its UTF-8."""
+    if "\x00" not in text:
+        return text, {}
+    return base64.b64encode(text.encode()).decode("ascii"), {"content_encoding": "base64"}
+
+
+def _timestamp(value: object, path: str, ctx: _Context) -> tuple[datetime, bool]:
+    """The UTC timestamp and whether the payload gave it (else the checkpoint's key time)."""
+    if value is None:
+        return ctx.key_time, False
+    if not isinstance(value, str):
+        raise DecodeError(f"{path}: not an ISO 8601 string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise DecodeError(f"{path}: not an ISO 8601 string") from None
+    return _in_range_utc(parsed, path, ctx.options.timezone), True
+
+
+def _in_range_utc(moment: datetime, path: str, zone: tzinfo) -> datetime:
+    if moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=zone)
+    try:
+        moment = moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise DecodeError(f"{path}: year out of range {_MIN_YEAR}..{_MAX_YEAR}") from None
+    if not _MIN_YEAR <= moment.year <= _MAX_YEAR:
+        raise DecodeError(f"{path}: year out of range {_MIN_YEAR}..{_MAX_YEAR}")
+    return moment
+
+
+def _with_timestamp_source(metadata: dict[str, Any], known: bool) -> dict[str, Any]:
+    if not known:
+        metadata["timestamp_source"] = "checkpoint"
+    return metadata
+
+
+def _metadata(value: object, path: str) -> dict[str, Any]:
+    """A shallow copy of a metadata object, checked to be storable as jsonb."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DecodeError(f"{path}: not an object")
+    _check_storable(value, path, depth=0)
+    return dict(value)
+
+
+def _check_storable(value: object, path: str, *, depth: int) -> None:
+    if depth > _MAX_METADATA_DEPTH:
+        raise DecodeError(f"{path}: nested more than {_MAX_METADATA_DEPTH} levels")
+    if isinstance(value, str):
+        _refuse_nul(value, path)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _refuse_nul(name, path)
+            _check_storable(item, path, depth=depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item, path, depth=depth + 1)

@@ -1,0 +1,30 @@
+"""The one exception hierarchy of the archiver; a subclass's docstring is its default message."""
+
+from __future__ import annotations
+
+
+class ArchiverError(Exception):
+    """The archiver failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(ArchiverError):
+    """The configuration is invalid."""
+
+
+class DecodeError(ArchiverError):
+    """The checkpoint payload cannot be decoded or validated."""
+
+
+class MigrationError(ArchiverError):
+    """The database schema cannot be migrated."""
+
+
+class PendingMigrationsError(MigrationError):
+    """The database has pending migrations: run `archiver migrate`."""
+
+
+class StoreUnavailableError(ArchiverError):
+    """PostgreSQL could not be reached or refused the batch."""

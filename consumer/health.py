@@ -1,0 +1,115 @@
+"""Health: the live state of a process, its atomically written health file, and the verdict."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+Status = Literal["healthy", "degraded", "unhealthy"]
+Mode = Literal["starting", "events", "degraded", "sweep-only"]
+
+
+@dataclass(slots=True)
+class State:
+    """What the running process knows about itself; read by /healthz, /readyz and the file."""
+
+    sweep_interval: float
+    mode: Mode = "starting"
+    started_at: float = field(default_factory=time.time)
+    subscribed: bool = False
+    database_ok: bool = False
+    redis_ok: bool = False
+    last_sweep_ok_at: float | None = None
+    last_sweep_at: float | None = None
+    checkpoints_archived: int = 0
+    messages_archived: int = 0
+    dead_letters: int = 0
+    errors: int = 0
+    recent_errors: int = 0
+
+    def sweep_stale(self, now: float | None = None) -> bool:
+        """No successful sweep for 1.5 x the interval (counted from start before the first)."""
+        now = now if now is not None else time.time()
+        since = self.last_sweep_ok_at or self.started_at
+        return now - since > 1.5 * self.sweep_interval
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.sweep_stale():
+            found.append("no successful sweep for 1.5 x ARCHIVER_SWEEP_INTERVAL")
+        if self.mode == "events" and not self.subscribed:
+            found.append("keyevent subscription is down")
+        if not self.database_ok:
+            found.append("PostgreSQL unreachable")
+        if not self.redis_ok:
+            found.append("Redis unreachable")
+        return found
+
+    def status(self) -> Status:
+        if self.problems():
+            return "unhealthy"
+        if self.mode in ("degraded", "starting") or self.recent_errors:
+            return "degraded"
+        return "healthy"
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "last_run": _iso(time.time()),
+            "status": self.status(),
+            "mode": self.mode,
+            "problems": self.problems(),
+            "pid": os.getpid(),
+            "started_at": _iso(self.started_at),
+            "last_sweep_at": _iso(self.last_sweep_at),
+            "last_successful_sweep_at": _iso(self.last_sweep_ok_at),
+            "subscribed": self.subscribed,
+            "checkpoints_archived": self.checkpoints_archived,
+            "messages_archived": self.messages_archived,
+            "dead_letters": self.dead_letters,
+            "errors": self.errors,
+            "sweep_interval_s": self.sweep_interval,
+        }
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def write(path: Path, snapshot: dict[str, Any]) -> None:
+    """Replace the health file atomically: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = orjson.loads(path.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+    return data
+
+
+def verdict(snapshot: dict[str, Any] | None, max_age: float) -> tuple[bool, str]:
+    """For `archiver check`: healthy enough (exit 0) and why."""
+    if snapshot is None:
+        return False, "no health file"
+    age = time.time() - datetime.fromisoformat(snapshot["last_run"]).timestamp()
+    if age > max_age:
+        return False, f"health file is {age:.0f}s old (limit {max_age:.0f}s)"
+    if snapshot.get("status") == "unhealthy":
+        return False, "unhealthy: " + "; ".join(snapshot.get("problems") or [])
+    return True, f"{snapshot.get('status')} ({snapshot.get('mode')})"

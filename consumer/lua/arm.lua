@@ -1,0 +1,15 @@
+-- Create or refresh a checkpoint's shadow from the checkpoint's remaining TTL.
+-- KEYS: checkpoint, shadow
+-- ARGV: buffer_ms, age_ms, archive_after_ms
+-- Returns the shadow TTL in ms; 0 if the checkpoint is already due; -2 if it is gone.
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl == -2 then return -2 end
+local left
+if pttl == -1 then
+  left = tonumber(ARGV[3]) - tonumber(ARGV[2])
+else
+  left = pttl - tonumber(ARGV[1])
+end
+if left <= 0 then return 0 end
+redis.call('SET', KEYS[2], '', 'PX', left)
+return left

@@ -1,0 +1,41 @@
+"""Prometheus metrics, served on /metrics by `archiver run`."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ARCHIVED = Counter("archiver_checkpoints_archived", "Checkpoints archived and deleted from Redis.")
+MESSAGES = Counter("archiver_messages_archived", "Messages newly inserted into PostgreSQL.")
+DEAD_LETTERS = Counter("archiver_dead_letters", "Checkpoints moved to archive_dead_letters.")
+ERRORS = Counter("archiver_errors", "Failures, by stage.", ["stage"])
+EVENTS = Counter("archiver_events_received", "Keyspace events received, by kind.", ["event"])
+HINTS_DROPPED = Counter(
+    "archiver_hints_dropped", "Archive hints dropped because the queue was full."
+)
+SHADOWS_ARMED = Counter(
+    "archiver_shadows_armed", "Shadows created or refreshed, by source.", ["source"]
+)
+SWEEPS = Counter("archiver_sweeps", "Sweeps run, by result.", ["result"])
+LATENCY = Histogram(
+    "archiver_archive_latency_seconds",
+    "From trigger received to PostgreSQL commit, per checkpoint.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+BATCH_SIZE = Histogram(
+    "archiver_batch_size",
+    "Checkpoints claimed per archive batch.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+)
+BACKLOG = Gauge("archiver_backlog", "Archive hints queued in this process.")
+DUE = Gauge("archiver_deadlines_due", "Deadline-index entries due and not yet archived.")
+SWEEP_DURATION = Gauge("archiver_last_sweep_duration_seconds", "Duration of the last sweep.")
+LAST_SWEEP_OK = Gauge(
+    "archiver_last_successful_sweep_timestamp_seconds", "When the last sweep without errors ended."
+)
+SUBSCRIBED = Gauge("archiver_subscription_up", "1 while the keyevent subscription is healthy.")
+DEGRADED = Gauge(
+    "archiver_degraded", "1 when keyspace notifications are unavailable (sweeper-only mode)."
+)
+EVICTION_RISK = Gauge(
+    "archiver_eviction_risk", "1 when Redis maxmemory-policy may evict keys that carry a TTL."
+)

@@ -1,0 +1,83 @@
+"""Values that flow through the archive path: checkpoints, messages and outcomes."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+ROLES = frozenset({"user", "assistant", "system", "tool"})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message, normalised; `key` is its identity within the conversation."""
+
+    key: str
+    role: str
+    content: str
+    timestamp: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A decoded checkpoint: who the conversation belongs to and its messages in order."""
+
+    source_key: str
+    conversation_id: str
+    tenant_id: str
+    customer_id: str | None
+    user_id: str | None
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A payload that could not be decoded, kept with its raw bytes."""
+
+    source_key: str
+    raw: bytes
+    error: str
+
+
+class ClaimStatus(enum.Enum):
+    """What claiming a checkpoint found."""
+
+    CLAIMED = "claimed"
+    GONE = "gone"
+    BUSY = "busy"
+    REARMED = "rearmed"
+    WRONGTYPE = "wrongtype"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of claiming one checkpoint key; `value` is set when CLAIMED."""
+
+    key: str
+    status: ClaimStatus
+    value: bytes | None = None
+    pttl_ms: int = -2
+    error: str = ""
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """Counts for one archive batch (mutable: filled in as the batch proceeds)."""
+
+    requested: int = 0
+    archived: int = 0
+    messages: int = 0
+    dead_letters: int = 0
+    errors: int = 0
+    rearmed: int = 0
+    skipped: int = 0
+    changed: int = 0
+    held: int = 0
+
+    def add(self, other: BatchOutcome) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))

@@ -1,0 +1,284 @@
+"""The always-on consumer and the one-shot sweep: wiring, named tasks, a monitor, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+
+from consumer import (
+    archive,
+    batcher,
+    checkpoints,
+    codecs,
+    deadlines,
+    health,
+    hints,
+    keys,
+    listener,
+    metrics,
+    migrate,
+    store,
+    sweeper,
+    web,
+)
+from consumer.settings import Settings
+
+log = structlog.get_logger("consumer.service")
+
+HEALTH_EVERY_S = 10.0
+SHUTDOWN_GRACE_S = 10.0
+EVENT_SLACK_MS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """Everything a sweep or the consumer needs, connected."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    pool: asyncpg.Pool
+    store: store.Store
+    archiver: archive.Archiver
+    sweeper: sweeper.Sweeper
+
+
+@contextlib.asynccontextmanager
+async def connected(settings: Settings) -> AsyncIterator[Parts]:
+    """Connect to both servers (refusing a database with pending migrations), then clean up."""
+    pool = await store.connect(
+        settings.database_url, command_timeout=settings.db_timeout, max_size=settings.workers + 2
+    )
+    client = aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        max_connections=4 * settings.workers + 8,
+    )
+    try:
+        async with pool.acquire() as conn:
+            await migrate.ensure_current(conn)
+        yield _assemble(settings, client, pool)
+    finally:
+        await client.aclose()
+        await pool.close()
+
+
+def _assemble(settings: Settings, client: aioredis.Redis, pool: asyncpg.Pool) -> Parts:
+    layout = keys.layout_from(settings.key_pattern, settings.shadow_prefix)
+    timing = checkpoints.Timing(
+        buffer_ms=int(settings.buffer * 1000),
+        archive_after_ms=int(settings.archive_after * 1000),
+        lease_ms=int(settings.claim_ttl * 1000),
+        hold_ms=int((settings.claim_ttl + settings.buffer) * 1000),
+    )
+    codec = codecs.CodecOptions(
+        timezone=settings.zone,
+        allow_pickle=settings.allow_pickle,
+        default_tenant=settings.default_tenant,
+        max_payload_bytes=settings.max_payload,
+    )
+    the_store = store.Store(pool)
+    archiver = archive.Archiver(
+        checkpoints.Checkpoints(client, layout, timing),
+        the_store,
+        codec,
+        archive.Policy.of(settings),
+    )
+    return Parts(
+        settings, client, pool, the_store, archiver, sweeper.Sweeper(archiver, the_store, settings)
+    )
+
+
+async def sweep_once(settings: Settings) -> sweeper.SweepReport:
+    """`archiver sweep`: one sweep, its health file, then exit."""
+    state = health.State(sweep_interval=settings.sweep_interval, mode="sweep-only")
+    async with connected(settings) as parts:
+        state.database_ok = state.redis_ok = True
+        report = await parts.sweeper.sweep()
+    batcher.tally(state, report.outcome)
+    if report.ok:
+        state.last_sweep_ok_at = state.last_sweep_at = time.time()
+    health.write(settings.health_file, state.snapshot())
+    return report
+
+
+class Consumer:
+    """`archiver run`: listener, deadline poller, batch workers, sweeper, health, HTTP."""
+
+    def __init__(self, parts: Parts) -> None:
+        s = parts.settings
+        self.parts = parts
+        self.settings = s
+        self.state = health.State(sweep_interval=s.sweep_interval)
+        self.queue = hints.HintQueue(s.queue_size)
+        self.sweep_now = asyncio.Event()
+        self.stopping = asyncio.Event()
+        layout = parts.archiver.redis.layout
+        self.listener = listener.Listener(s, layout, self.queue, self.state, self.sweep_now.set)
+        due_ms = int(s.buffer * 1000) + EVENT_SLACK_MS
+        self.batcher = batcher.Batcher(
+            self.queue,
+            parts.archiver,
+            self.state,
+            size=s.batch_size,
+            wait=s.batch_wait,
+            due_ms=due_ms,
+        )
+        self.deadlines = deadlines.DeadlinePoller(parts.archiver.redis, self.queue, s)
+        self._last_report = (time.time(), 0, 0, 0, 0)
+
+    def tasks(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
+        named: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            "listener": self.listener.run,
+            "deadlines": self.deadlines.run,
+            "sweeper": self._sweep_loop,
+            "health": self._health_loop,
+            "reporter": self._report_loop,
+        }
+        for i in range(max(1, self.settings.workers)):
+            named[f"worker-{i}"] = self.batcher.work
+        return named
+
+    async def run(self) -> None:
+        """Run until stopped (SIGTERM/SIGINT) or until a task dies (then raise, to be restarted)."""
+        runner = None
+        if self.settings.http_port:
+            runner = await web.serve(self.state, self.settings.http_host, self.settings.http_port)
+        running = {asyncio.create_task(make(), name=name) for name, make in self.tasks().items()}
+        stop = asyncio.create_task(self.stopping.wait(), name="stop")
+        log.info("consumer.started", tasks=sorted(t.get_name() for t in running))
+        try:
+            done, _ = await asyncio.wait({*running, stop}, return_when=asyncio.FIRST_COMPLETED)
+            _raise_if_died(done - {stop})
+        finally:
+            await _shutdown([*running, stop])
+            if runner is not None:
+                await runner.cleanup()
+            self._write_health()
+            log.info("consumer.stopped")
+
+    async def _sweep_loop(self) -> None:
+        """Sweep at start, every interval, and right after every reconnect."""
+        while True:
+            await self._sweep_safely()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.sweep_now.wait(), timeout=self.settings.sweep_interval)
+            self.sweep_now.clear()
+
+    async def _sweep_safely(self) -> None:
+        self.state.last_sweep_at = time.time()
+        try:
+            report = await self.parts.sweeper.sweep()
+        except Exception as exc:  # a failed sweep is retried at the next trigger; health shows it
+            metrics.SWEEPS.labels(result="failed").inc()
+            self.state.errors += 1
+            log.error("sweep.failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            return
+        batcher.tally(self.state, report.outcome)
+        if report.ok:
+            self.state.last_sweep_ok_at = time.time()
+        elif report.skipped:
+            await self._adopt_peer_sweep()
+
+    async def _adopt_peer_sweep(self) -> None:
+        """Another replica is sweeping: its success counts for our health too."""
+        stamp = await self.parts.redis.get(self.parts.archiver.redis.layout.last_sweep)
+        if stamp:
+            self.state.last_sweep_ok_at = max(self.state.last_sweep_ok_at or 0, float(stamp))
+
+    async def _health_loop(self) -> None:
+        while True:
+            self.state.redis_ok = await _answers(self.parts.redis.ping())
+            self.state.database_ok = await _answers(self.parts.pool.fetchval("SELECT 1"))
+            self._write_health()
+            await asyncio.sleep(HEALTH_EVERY_S)
+
+    def _write_health(self) -> None:
+        try:
+            health.write(self.settings.health_file, self.state.snapshot())
+        except OSError as exc:
+            log.warning("health.not_written", error=str(exc))
+
+    async def _report_loop(self) -> None:
+        """One archive_runs row per reporting interval, with what this process did in it."""
+        while True:
+            await asyncio.sleep(self.settings.report_interval)
+            await self._report()
+
+    async def _report(self) -> None:
+        s = self.state
+        since, archived, messages, dead, errors = self._last_report
+        now = time.time()
+        self._last_report = (
+            now,
+            s.checkpoints_archived,
+            s.messages_archived,
+            s.dead_letters,
+            s.errors,
+        )
+        run = store.Run(
+            kind="consumer", host=socket.gethostname(),
+            started_at=datetime.fromtimestamp(since, UTC), finished_at=datetime.fromtimestamp(now, UTC),
+            status="ok" if s.errors == errors else "errors", found=0,
+            archived=s.checkpoints_archived - archived, messages=s.messages_archived - messages,
+            dead_letters=s.dead_letters - dead, errors=s.errors - errors,
+            details={"mode": s.mode, "hints_dropped": self.queue.dropped},
+        )  # fmt: skip
+        s.recent_errors = run.errors
+        try:
+            await self.parts.store.record_run(run)
+        except Exception as exc:  # bookkeeping only
+            log.warning("report.not_recorded", error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+async def _answers(call: Awaitable[Any]) -> bool:
+    try:
+        await asyncio.wait_for(call, timeout=5)
+    except Exception:
+        return False
+    return True
+
+
+def _raise_if_died(done: set[asyncio.Task[Any]]) -> None:
+    for task in done:
+        exc = task.exception()
+        log.error("consumer.task_died", task=task.get_name(), error=repr(exc))
+        raise RuntimeError(f"task {task.get_name()} stopped unexpectedly") from exc
+
+
+async def _shutdown(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+
+
+@contextlib.contextmanager
+def on_stop(event: asyncio.Event) -> Any:
+    """Set `event` on SIGTERM/SIGINT while inside; restore the previous handlers after."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, event.set)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+async def run(settings: Settings) -> None:
+    async with connected(settings) as parts:
+        consumer = Consumer(parts)
+        with on_stop(consumer.stopping):
+            await consumer.run()

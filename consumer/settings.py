@@ -1,0 +1,165 @@
+"""Every option of the archiver: an environment variable ARCHIVER_<NAME> and a CLI flag."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from consumer import exceptions
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+def parse_duration(value: Any) -> float:
+    """'24h', '90m', '30s', '250ms', '1d' or a number of seconds, as seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 23h, 1d)")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def format_duration(seconds: float) -> str:
+    for unit in ("d", "h", "m", "s"):
+        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
+            return f"{int(seconds // _UNITS[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+RUN = ("run",)
+SWEEP = ("run", "sweep")
+DB = ("run", "sweep", "migrate", "status")
+REDIS = ("run", "sweep")
+ALL = ("run", "sweep", "migrate", "status", "check")
+
+
+def _opt(default: Any, help: str, commands: tuple[str, ...] = SWEEP) -> Any:
+    return Field(default, description=help, json_schema_extra={"commands": list(commands)})
+
+
+class Settings(BaseSettings):
+    """The archiver's configuration; see `archiver COMMAND --help` for each option."""
+
+    model_config = SettingsConfigDict(env_prefix="ARCHIVER_", frozen=True, extra="forbid")
+
+    redis_url: str = _opt("redis://localhost:6379/0", "Redis holding the checkpoints.", REDIS)
+    database_url: str = _opt(
+        "postgresql://postgres@localhost:5432/archiver", "PostgreSQL archive.", DB
+    )
+    key_pattern: str = _opt(
+        "langgraph:checkpoint:{conversation_id}:{timestamp}",
+        "Checkpoint key layout; {timestamp} (unix seconds) must be the last segment.",
+    )
+    shadow_prefix: str = _opt("archiver:shadow:", "Prefix of shadow keys (and other own keys).")
+    checkpoint_ttl: Duration = _opt(86400.0, "TTL agents give checkpoints.")
+    archive_after: Duration = _opt(82800.0, "Archive this long after a checkpoint is written.")
+    sweep_interval: Duration = _opt(3600.0, "Time between sweeps.")
+    max_hold: Duration = _opt(21600.0, "Longest a due checkpoint is kept alive past its TTL.")
+    db_retries: int = _opt(2, "Attempts per batch against PostgreSQL.")
+    db_retry_delay: Duration = _opt(5.0, "Delay between PostgreSQL attempts.")
+    db_timeout: Duration = _opt(30.0, "Timeout of one PostgreSQL command.")
+    redis_timeout: Duration = _opt(10.0, "Timeout of one Redis command.")
+    batch_size: int = _opt(500, "Checkpoints archived per batch at most.")
+    batch_wait: Duration = _opt(0.05, "Longest wait to fill a batch.")
+    workers: int = _opt(2, "Concurrent archive batches.")
+    queue_size: int = _opt(20000, "Pending archive hints held in memory.", RUN)
+    deadline_poll: Duration = _opt(2.0, "How often the deadline index is checked.", RUN)
+    claim_ttl: Duration = _opt(120.0, "Lease on a checkpoint being archived.")
+    sweep_lease: Duration = _opt(60.0, "Lease of the sweep lock across replicas.")
+    scan_count: int = _opt(1000, "COUNT hint per SCAN call.")
+    ping_interval: Duration = _opt(5.0, "Pub/sub liveness ping interval.", RUN)
+    selftest_timeout: Duration = _opt(5.0, "Wait for the notification self-test event.", RUN)
+    configure_notifications: bool = _opt(
+        True, "Add the keyspace-notification flags we need with CONFIG SET.", RUN
+    )
+    timezone: str = _opt("UTC", "Zone of naive message timestamps.")
+    default_tenant: str = _opt("default", "Tenant of checkpoints that name none.")
+    allow_pickle: bool = _opt(False, "Admit pickle payloads through a restricted unpickler.")
+    max_payload: int = _opt(64 * 1024 * 1024, "Largest checkpoint payload in bytes.")
+    http_host: str = _opt("0.0.0.0", "Address of the health/metrics server.", RUN)
+    http_port: int = _opt(9108, "Port of the health/metrics server (0: off).", RUN)
+    health_file: Path = _opt(
+        Path("/tmp/archiver-health.json"), "Health file, written atomically.", ALL
+    )
+    report_interval: Duration = _opt(60.0, "How often `run` records a row in archive_runs.", RUN)
+    log_level: Literal["debug", "info", "warning", "error"] = _opt("info", "Log level.", ALL)
+    log_format: Literal["auto", "json", "console"] = _opt(
+        "auto", "JSON lines, or readable on a terminal (auto).", ALL
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> Settings:
+        for problem in window_problems(self):
+            raise ValueError(problem)
+        return self
+
+    @property
+    def buffer(self) -> float:
+        """Time between the shadow firing and the checkpoint expiring."""
+        return self.checkpoint_ttl - self.archive_after
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+def window_problems(s: Settings) -> list[str]:
+    """Reasons this configuration could let a checkpoint expire unarchived, if any."""
+    ttl, after, interval = (
+        format_duration(x) for x in (s.checkpoint_ttl, s.archive_after, s.sweep_interval)
+    )
+    problems = []
+    if s.buffer <= 0:
+        problems.append(
+            f"ARCHIVER_ARCHIVE_AFTER ({after}) must be shorter than ARCHIVER_CHECKPOINT_TTL ({ttl}):"
+            " the shadow has to fire before the checkpoint expires"
+        )
+    elif s.sweep_interval > s.buffer:
+        problems.append(
+            f"ARCHIVER_SWEEP_INTERVAL ({interval}) must not exceed the buffer TTL - ARCHIVE_AFTER"
+            f" ({format_duration(s.buffer)}): with events lost, a checkpoint could expire"
+            " unarchived if one sweep is missed"
+        )
+    elif s.sweep_interval > s.archive_after:
+        problems.append(
+            f"ARCHIVER_SWEEP_INTERVAL ({interval}) must not exceed ARCHIVER_ARCHIVE_AFTER ({after}):"
+            " the sweeper would archive checkpoints agents are still using"
+        )
+    if s.buffer > 0 and s.deadline_poll * 3 > s.buffer:
+        problems.append("ARCHIVER_DEADLINE_POLL must be under a third of the buffer")
+    return problems
+
+
+def load(**overrides: Any) -> Settings:
+    """Settings from the environment, overridden by explicit values; ConfigError if invalid."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise exceptions.ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        name = f"ARCHIVER_{where.upper()}: " if where else ""
+        lines.append(f"{name}{err['msg'].removeprefix('Value error, ')}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,174 @@
+"""The PostgreSQL side: one transaction per batch, COPY into staging, idempotent insert."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from consumer import checkpoints, model, queries
+
+_STAGING_COLUMNS = (
+    "ordinal", "tenant_id", "customer_id", "user_id", "conversation_id", "timestamp",
+    "message_role", "message_content", "metadata", "message_key", "source_key",
+)  # fmt: skip
+
+TRANSIENT = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.QueryCanceledError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure of the database, not of the data: retry it, never dead-letter for it."""
+    return isinstance(exc, TRANSIENT)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One row of archive_runs."""
+
+    kind: str
+    host: str
+    started_at: datetime
+    finished_at: datetime
+    status: str
+    found: int
+    archived: int
+    messages: int
+    dead_letters: int
+    errors: int
+    details: dict[str, Any]
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.execute(queries.get("create_staging"))
+
+
+async def connect(
+    dsn: str, *, command_timeout: float, min_size: int = 1, max_size: int = 4
+) -> asyncpg.Pool:
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=command_timeout,
+        timeout=command_timeout,
+        init=_init_connection,
+    )
+    return pool
+
+
+class Store:
+    """Writes batches of decoded checkpoints and dead letters; reads runs."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._months: set[tuple[int, int]] = set()
+
+    async def write(
+        self, batch: Sequence[model.Checkpoint], dead: Sequence[model.DeadLetter]
+    ) -> dict[str, int]:
+        """Commit a batch: new messages per source key (0 for duplicates only)."""
+        await self._ensure_partitions(batch)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if dead:
+                await conn.execute(queries.get("insert_dead_letters"), *_dead_columns(dead))
+            if not batch:
+                return {}
+            late = await conn.fetch(
+                queries.get("lock_conversations"), *_conversation_columns(batch)
+            )
+            if late:
+                pairs = [[r["tenant_id"] for r in late], [r["conversation_id"] for r in late]]
+                await conn.execute(queries.get("backfill_customer"), *pairs)
+            await conn.copy_records_to_table(
+                "archiver_staging", records=_staging_rows(batch), columns=_STAGING_COLUMNS
+            )
+            rows = await conn.fetch(queries.get("insert_messages"))
+        counts = {c.source_key: 0 for c in batch}
+        counts.update({r["source_key"]: r["n"] for r in rows})
+        return counts
+
+    async def _ensure_partitions(self, batch: Iterable[model.Checkpoint]) -> None:
+        needed: dict[tuple[int, int], datetime] = {}
+        for checkpoint in batch:
+            for message in checkpoint.messages:
+                ts = message.timestamp
+                needed.setdefault((ts.year, ts.month), ts)
+        missing = [ts for month, ts in needed.items() if month not in self._months]
+        if not missing:
+            return
+        async with self.pool.acquire() as conn:
+            for ts in missing:
+                await conn.execute(queries.get("ensure_partition"), ts)
+        self._months.update((ts.year, ts.month) for ts in missing)
+
+    async def record_run(self, run: Run) -> int:
+        async with self.pool.acquire() as conn:
+            run_id: int = await conn.fetchval(
+                queries.get("record_run"),
+                run.kind, run.host, run.started_at, run.finished_at, run.status, run.found,
+                run.archived, run.messages, run.dead_letters, run.errors,
+                orjson.dumps(run.details).decode(),
+            )  # fmt: skip
+        return run_id
+
+    async def recent_runs(self, limit: int) -> list[dict[str, Any]]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(queries.get("recent_runs"), limit)
+        return [dict(r) | {"details": orjson.loads(r["details"])} for r in rows]
+
+    async def open_dead_letters(self) -> int:
+        async with self.pool.acquire() as conn:
+            count: int = await conn.fetchval(queries.get("open_dead_letters"))
+        return count
+
+
+def _conversation_columns(batch: Sequence[model.Checkpoint]) -> list[list[str | None]]:
+    """One entry per conversation (later checkpoints fill in ids earlier ones lacked)."""
+    merged: dict[tuple[str, str], list[str | None]] = {}
+    for c in batch:
+        entry = merged.setdefault((c.tenant_id, c.conversation_id), [None, None])
+        entry[0] = c.customer_id or entry[0]
+        entry[1] = c.user_id or entry[1]
+    ordered = sorted(merged.items())
+    return [
+        [t for (t, _), _ in ordered],
+        [conv for (_, conv), _ in ordered],
+        [ids[0] for _, ids in ordered],
+        [ids[1] for _, ids in ordered],
+    ]
+
+
+def _staging_rows(batch: Sequence[model.Checkpoint]) -> Iterable[tuple[Any, ...]]:
+    ordinal = 0
+    for c in batch:
+        for m in c.messages:
+            ordinal += 1
+            yield (
+                ordinal, c.tenant_id, c.customer_id, c.user_id, c.conversation_id, m.timestamp,
+                m.role, m.content, orjson.dumps(m.metadata).decode(), m.key, c.source_key,
+            )  # fmt: skip
+
+
+def _dead_columns(dead: Sequence[model.DeadLetter]) -> list[list[Any]]:
+    unique = {(d.source_key, checkpoints.digest(d.raw)): d for d in dead}
+    return [
+        [key for key, _ in unique],
+        [sha for _, sha in unique],
+        [d.raw for d in unique.values()],
+        [d.error for d in unique.values()],
+    ]

@@ -1,0 +1,156 @@
+"""The sweeper: SCAN over checkpoint keys, archive what could expire before the next sweep,
+repair missing shadows. Notifications are hints; the sweep is the truth."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from consumer import archive, checkpoints, metrics, model, store
+from consumer.settings import Settings
+
+log = structlog.get_logger("consumer.sweeper")
+
+
+@dataclass(slots=True)
+class SweepReport:
+    """What one sweep found and did."""
+
+    found: int = 0
+    due: int = 0
+    shadows_repaired: int = 0
+    outcome: model.BatchOutcome = field(default_factory=model.BatchOutcome)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    duration_s: float = 0.0
+    skipped: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.skipped and self.outcome.errors == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Which checkpoints a sweep archives, in ms."""
+
+    due_ms: int
+    archive_after_ms: int
+
+    @classmethod
+    def of(cls, s: Settings) -> Window:
+        return cls(int((s.buffer + s.sweep_interval) * 1000), int(s.archive_after * 1000))
+
+
+class Sweeper:
+    """One sweep at a time across replicas, under a leased lock."""
+
+    def __init__(self, archiver: archive.Archiver, store_: store.Store, settings: Settings) -> None:
+        self.archiver = archiver
+        self.redis = archiver.redis
+        self.store = store_
+        self.settings = settings
+        self.window = Window.of(settings)
+
+    async def sweep(self) -> SweepReport:
+        """Run one sweep; skipped (not an error) if another replica holds the lock."""
+        report = SweepReport()
+        started = time.monotonic()
+        token = uuid.uuid4().hex
+        lease_ms = int(self.settings.sweep_lease * 1000)
+        lock = self.redis.layout.sweep_lock
+        if not await self.redis.client.set(lock, token, nx=True, px=lease_ms):
+            report.skipped = True
+            log.info("sweep.skipped", reason="another sweep holds the lock")
+            return report
+        try:
+            await self._scan(report, token, lease_ms)
+        finally:
+            await self.redis.script("release")(keys=[lock], args=[token])
+            report.duration_s = time.monotonic() - started
+        await self._record(report)
+        return report
+
+    async def _scan(self, report: SweepReport, token: str, lease_ms: int) -> None:
+        cursor: int = 0
+        match = self.redis.layout.scan_match
+        count = self.settings.scan_count
+        while True:
+            cursor, found = await self.redis.client.scan(cursor, match=match, count=count)
+            batch = [checkpoints.text(k) for k in found]
+            batch = [k for k in batch if self.redis.layout.is_checkpoint(k)]
+            report.found += len(batch)
+            if batch:
+                await self._handle(batch, report)
+            await self.redis.script("renew")(
+                keys=[self.redis.layout.sweep_lock], args=[token, lease_ms]
+            )
+            if cursor == 0:
+                return
+
+    async def _handle(self, batch: Sequence[str], report: SweepReport) -> None:
+        due, unarmed = await self._classify(batch)
+        report.due += len(due)
+        size = self.settings.batch_size
+        for i in range(0, len(due), size):
+            report.outcome.add(await self.archiver.archive(due[i : i + size], self.window.due_ms))
+        if unarmed:
+            armed = await self.redis.arm(unarmed)
+            repaired = sum(1 for ms in armed.values() if ms > 0)
+            report.shadows_repaired += repaired
+            metrics.SHADOWS_ARMED.labels(source="sweep").inc(repaired)
+
+    async def _classify(self, batch: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Split keys into due ones and not-due ones whose shadow is missing."""
+        async with self.redis.client.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.pttl(key)
+                pipe.exists(self.redis.layout.shadow(key))
+            replies = await pipe.execute(raise_on_error=False)
+        now = checkpoints.now_ms()
+        due, unarmed = [], []
+        for i, key in enumerate(batch):
+            pttl, has_shadow = replies[2 * i], replies[2 * i + 1]
+            if not isinstance(pttl, int) or pttl == -2:
+                continue
+            if self._is_due(key, pttl, now):
+                due.append(key)
+            elif not has_shadow:
+                unarmed.append(key)
+        return due, unarmed
+
+    def _is_due(self, key: str, pttl: int, now: int) -> bool:
+        if pttl >= 0:
+            return pttl <= self.window.due_ms
+        info = self.redis.layout.parse(key)
+        return info is not None and now - info.written_ts * 1000 >= self.window.archive_after_ms
+
+    async def _record(self, report: SweepReport) -> None:
+        o = report.outcome
+        metrics.SWEEPS.labels(result="ok" if report.ok else "errors").inc()
+        metrics.SWEEP_DURATION.set(report.duration_s)
+        if report.ok:
+            metrics.LAST_SWEEP_OK.set(time.time())
+            await self.redis.client.set(self.redis.layout.last_sweep, str(time.time()))
+        log.info(
+            "sweep.completed", found=report.found, due=report.due, archived=o.archived,
+            messages=o.messages, dead_letters=o.dead_letters, errors=o.errors,
+            shadows_repaired=report.shadows_repaired, duration_s=round(report.duration_s, 3),
+        )  # fmt: skip
+        run = store.Run(
+            kind="sweep", host=socket.gethostname(), started_at=report.started_at,
+            finished_at=datetime.now(UTC), status="ok" if report.ok else "errors",
+            found=report.found, archived=o.archived, messages=o.messages,
+            dead_letters=o.dead_letters, errors=o.errors,
+            details={"due": report.due, "shadows_repaired": report.shadows_repaired,
+                     "duration_s": round(report.duration_s, 3), **asdict(o)},
+        )  # fmt: skip
+        try:
+            await self.store.record_run(run)
+        except Exception as exc:  # recording is bookkeeping; the sweep itself is done
+            log.warning("sweep.not_recorded", error=f"{type(exc).__name__}: {exc}"[:300])

@@ -1,0 +1,121 @@
+-- Runtime queries, one named block each ("-- name: NAME"), parsed once by consumer/queries.py.
+
+-- name: ensure_partition
+SELECT archiver_ensure_partition($1::timestamptz);
+
+-- name: create_staging
+CREATE TEMP TABLE IF NOT EXISTS archiver_staging (
+    ordinal          bigint,
+    tenant_id        text,
+    customer_id      text,
+    user_id          text,
+    conversation_id  text,
+    "timestamp"      timestamptz,
+    message_role     text,
+    message_content  text,
+    metadata         jsonb,
+    message_key      text,
+    source_key       text
+) ON COMMIT DELETE ROWS;
+
+-- name: lock_conversations
+-- Upsert first: the row locks serialise concurrent archivers of one conversation, in key order.
+-- Returns the conversations whose customer was unknown until this batch (to backfill).
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+        AS t(tenant_id, conversation_id, customer_id, user_id)
+), upsert AS (
+    INSERT INTO conversations AS c (tenant_id, conversation_id, customer_id, user_id)
+    SELECT * FROM input ORDER BY 1, 2
+    ON CONFLICT (tenant_id, conversation_id) DO UPDATE
+        SET customer_id = coalesce(excluded.customer_id, c.customer_id),
+            user_id = coalesce(excluded.user_id, c.user_id),
+            last_archived_at = now()
+    RETURNING 1
+)
+SELECT i.tenant_id, i.conversation_id
+FROM input i JOIN conversations c USING (tenant_id, conversation_id)
+WHERE c.customer_id IS NULL AND i.customer_id IS NOT NULL;
+
+-- name: insert_messages
+-- New messages only: one row per identity even if a batch carries it twice.
+WITH fresh AS (
+    SELECT DISTINCT ON (s.tenant_id, s.conversation_id, s.message_key) s.*
+    FROM archiver_staging s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM conversation_history h
+        WHERE h.tenant_id = s.tenant_id
+          AND h.conversation_id = s.conversation_id
+          AND h.message_key = s.message_key)
+    ORDER BY s.tenant_id, s.conversation_id, s.message_key, s.ordinal
+), ins AS (
+    INSERT INTO conversation_history (
+        tenant_id, customer_id, user_id, conversation_id, "timestamp", message_role,
+        message_content, metadata, message_key, source_key)
+    SELECT f.tenant_id, coalesce(f.customer_id, c.customer_id), coalesce(f.user_id, c.user_id),
+           f.conversation_id, f."timestamp", f.message_role, f.message_content, f.metadata,
+           f.message_key, f.source_key
+    FROM fresh f
+    JOIN conversations c USING (tenant_id, conversation_id)
+    ORDER BY f.ordinal
+    RETURNING tenant_id, conversation_id, "timestamp", source_key
+), counted AS (
+    UPDATE conversations c
+    SET message_count = c.message_count + a.n,
+        started_at = least(c.started_at, a.first_at),
+        ended_at = greatest(c.ended_at, a.last_at)
+    FROM (SELECT tenant_id, conversation_id, count(*) AS n,
+                 min("timestamp") AS first_at, max("timestamp") AS last_at
+          FROM ins GROUP BY 1, 2) a
+    WHERE c.tenant_id = a.tenant_id AND c.conversation_id = a.conversation_id
+)
+SELECT source_key, count(*) AS n FROM ins GROUP BY source_key;
+
+-- name: backfill_customer
+-- A customer identified late: give the conversation's earlier rows its id.
+UPDATE conversation_history h
+SET customer_id = c.customer_id
+FROM unnest($1::text[], $2::text[]) AS t(tenant_id, conversation_id)
+JOIN conversations c USING (tenant_id, conversation_id)
+WHERE h.tenant_id = t.tenant_id AND h.conversation_id = t.conversation_id
+  AND h.customer_id IS NULL;
+
+-- name: insert_dead_letters
+INSERT INTO archive_dead_letters AS d (source_key, digest, raw, error)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])
+ON CONFLICT (source_key, digest) DO UPDATE
+    SET last_seen_at = now(), attempts = d.attempts + 1, error = excluded.error;
+
+-- name: record_run
+INSERT INTO archive_runs (kind, host, started_at, finished_at, status, found, archived, messages,
+                          dead_letters, errors, details)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)
+RETURNING id;
+
+-- name: recent_runs
+SELECT id, kind, host, started_at, finished_at, status, found, archived, messages, dead_letters,
+       errors, details
+FROM archive_runs ORDER BY started_at DESC, id DESC LIMIT $1;
+
+-- name: open_dead_letters
+SELECT count(*) FROM archive_dead_letters WHERE resolved_at IS NULL;
+
+-- name: migrations_bootstrap
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer PRIMARY KEY,
+    name        text        NOT NULL,
+    checksum    text        NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: migrations_lock
+SELECT pg_advisory_xact_lock(hashtext('archiver_migrate'));
+
+-- name: migrations_applied
+SELECT version, name, checksum FROM schema_migrations ORDER BY version;
+
+-- name: migrations_table_exists
+SELECT to_regclass('schema_migrations') IS NOT NULL;
+
+-- name: migrations_record
+INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3);
