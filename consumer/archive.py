@@ -107,7 +107,7 @@ class Archiver:
         try:
             counts, decoded = await self._write(decoded)
         except Exception as exc:  # the database failed us: keep everything in Redis
-            await self._hold([c.key for c in claimed], exc, outcome)
+            await self._hold(decoded.values, exc, outcome)
             return
         await self._finish(decoded, counts, outcome, started)
 
@@ -207,17 +207,22 @@ class Archiver:
             outcome.changed += 1
             log.info("checkpoint.changed", key=key, detail="rewritten while archiving; kept")
 
-    async def _hold(self, keys: list[str], exc: BaseException, outcome: model.BatchOutcome) -> None:
+    async def _hold(
+        self, values: dict[str, bytes], exc: BaseException, outcome: model.BatchOutcome
+    ) -> None:
         """PostgreSQL failed: keep the checkpoints alive (bounded by MAX_HOLD) and retry later."""
         now = checkpoints.now_ms()
-        until = {k: self._hold_until(k, now) for k in keys}
-        await self.redis.hold(keys, until, self.token)
-        await self.redis.schedule({k: now + self.policy.retry_after_ms for k in keys})
-        outcome.errors += len(keys)
-        outcome.held += len(keys)
-        metrics.ERRORS.labels(stage="database").inc(len(keys))
+        held = {k: (checkpoints.digest(v), self._hold_until(k, now)) for k, v in values.items()}
+        await self.redis.hold(held, self.token)
+        for key, (_, until) in held.items():
+            if until <= now + self.policy.retry_after_ms:
+                log.error("checkpoint.hold_exhausted", key=key, detail="ARCHIVER_MAX_HOLD reached")
+        await self.redis.schedule({k: now + self.policy.retry_after_ms for k in values})
+        outcome.errors += len(values)
+        outcome.held += len(values)
+        metrics.ERRORS.labels(stage="database").inc(len(values))
         log.error(
-            "batch.failed", checkpoints=len(keys), error=_describe(exc), action="held in Redis"
+            "batch.failed", checkpoints=len(values), error=_describe(exc), action="held in Redis"
         )
 
     def _hold_until(self, key: str, now: int) -> int:

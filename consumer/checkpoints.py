@@ -63,7 +63,7 @@ class Checkpoints:
         self.timing = timing
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(lua(name))
-            for name in ("claim", "finish", "arm", "release", "renew", "take_due")
+            for name in ("claim", "finish", "arm", "hold", "release", "renew", "take_due")
         }
 
     def script(self, name: str) -> AsyncScript:
@@ -132,14 +132,12 @@ class Checkpoints:
         if gone:
             await self.client.zrem(self.layout.deadlines, *gone)
 
-    async def hold(self, held: Sequence[str], until_ms: dict[str, int], token: str) -> None:
-        """Keep due checkpoints alive (never shortening a TTL) and release their claims."""
+    async def hold(self, held: dict[str, tuple[str, int]], token: str) -> None:
+        """After a failed archive: key -> (digest, hold-until ms); release the claims."""
         async with self.client.pipeline(transaction=False) as pipe:
-            for key in held:
-                pipe.pexpireat(key, until_ms[key], gt=True)
-                await self.script("release")(
-                    keys=[self.layout.claim(key)], args=[token], client=pipe
-                )
+            for key, (sha, until) in held.items():
+                keys_ = [key, self.layout.claim(key)]
+                await self.script("hold")(keys=keys_, args=[until, sha, token], client=pipe)
             await pipe.execute(raise_on_error=False)
 
     async def release(self, claimed: Sequence[str], token: str) -> None:

@@ -147,7 +147,7 @@ def _load_pickle(raw: bytes, options: CodecOptions) -> object:
         raise
     except Exception as exc:
         raise DecodeError(f"pickle payload: cannot be unpickled ({type(exc).__name__})") from None
-    _check_json_size(loaded, limit=options.max_payload_bytes)
+    _check_json_size(loaded, limit=options.max_payload_bytes, pickled_bytes=len(raw))
     try:
         return orjson.loads(orjson.dumps(loaded, default=_pickled_value))
     except orjson.JSONEncodeError:
@@ -186,19 +186,22 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return admitted
 
 
-def _check_json_size(root: object, *, limit: int) -> None:
+def _check_json_size(root: object, *, limit: int, pickled_bytes: int) -> None:
     """Refuse a pickle whose JSON form would exceed the payload limit.
 
     Pickles share objects by reference, so a small payload can expand exponentially (or
-    forever, if cyclic); the walk is iterative and stops as soon as the estimate is over.
+    forever, if cyclic). Unshared, each visited node costs at least one pickled byte: the
+    walk is iterative and stops once the visits or the estimated size are over.
     """
     stack: list[object] = [root]
-    size = 0
+    size = visits = 0
     while stack:
         node = stack.pop()
-        size += _json_size(node)
+        size, visits = size + _json_size(node), visits + 1
         if size > limit:
             raise DecodeError(f"pickle payload: its JSON form would exceed the limit of {limit}")
+        if visits > 4 * pickled_bytes + 4096:
+            raise DecodeError("pickle payload: shared or cyclic references expand it too far")
         if isinstance(node, dict):
             stack.extend(node.keys())
             stack.extend(node.values())

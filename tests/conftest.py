@@ -1,0 +1,114 @@
+"""Fixtures: private Redis and PostgreSQL servers for the session, a fresh database per test
+(cloned from a migrated template), a flushed Redis, and settings that point at both."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from consumer import migrate, service, settings
+from tests import servers
+
+TEMPLATE = "archiver_template"
+SAMPLES = Path(__file__).parent / "data" / "samples"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.RedisServer]:
+    with servers.RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.PostgresServer]:
+    with servers.PostgresServer(tmp_path_factory.mktemp("pg")) as server:
+        asyncio.run(_build_template(server))
+        yield server
+
+
+async def _build_template(server: servers.PostgresServer) -> None:
+    await servers.create_database(server.dsn(), TEMPLATE)
+    conn = await asyncpg.connect(server.dsn(TEMPLATE))
+    try:
+        await migrate.migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def database_url(pg_server: servers.PostgresServer) -> AsyncIterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    await servers.create_database(pg_server.dsn(), name, template=TEMPLATE)
+    yield pg_server.dsn(name)
+    await servers.drop_database(pg_server.dsn(), name)
+
+
+@pytest.fixture
+async def redis_url(redis_server: servers.RedisServer) -> str:
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    await client.config_set("notify-keyspace-events", "")
+    await client.aclose()
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+MakeSettings = Callable[..., settings.Settings]
+
+FAST: dict[str, Any] = {
+    "checkpoint_ttl": "30s",
+    "archive_after": "15s",
+    "sweep_interval": "10s",
+    "deadline_poll": "0.2s",
+    "db_retries": 2,
+    "db_retry_delay": "0.1s",
+    "db_timeout": "3s",
+    "redis_timeout": "2s",
+    "ping_interval": "0.5s",
+    "selftest_timeout": "2s",
+    "batch_wait": "0.01s",
+    "http_port": 0,
+    "report_interval": "1s",
+}
+
+
+@pytest.fixture
+def make_settings(redis_url: str, database_url: str, tmp_path: Path) -> MakeSettings:
+    """Settings on the private servers with a scaled-down clock; keywords override."""
+
+    def make(**overrides: Any) -> settings.Settings:
+        values = {"redis_url": redis_url, "database_url": database_url} | FAST
+        values["health_file"] = tmp_path / "health.json"
+        return settings.load(**(values | overrides))
+
+    return make
+
+
+@pytest.fixture
+async def parts(make_settings: MakeSettings) -> AsyncIterator[service.Parts]:
+    async with service.connected(make_settings()) as connected:
+        yield connected
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
