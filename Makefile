@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install lint test unit integration acceptance clean
+.PHONY: install servers lint test unit integration acceptance clean
 
 install: $(STAMP)
 
@@ -20,16 +20,19 @@ lint: install
 	$(BIN)/ruff format --check consumer tests ops
 	$(BIN)/mypy
 
-test: lint
+servers:
+	bash ops/check-servers.sh
+
+test: lint servers
 	$(BIN)/pytest tests
 
 unit: install
 	$(BIN)/pytest tests/unit
 
-integration: install
+integration: install servers
 	$(BIN)/pytest tests/integration
 
-acceptance: install
+acceptance: install servers
 	$(BIN)/pytest tests/acceptance
 
 clean:

@@ -96,18 +96,22 @@ def write(path: Path, snapshot: dict[str, Any]) -> None:
 
 
 def read(path: Path) -> dict[str, Any] | None:
+    """The health file's content, or None if it is missing or not a JSON object."""
     try:
-        data: dict[str, Any] = orjson.loads(path.read_bytes())
-    except (FileNotFoundError, orjson.JSONDecodeError):
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
         return None
-    return data
+    return data if isinstance(data, dict) else None
 
 
 def verdict(snapshot: dict[str, Any] | None, max_age: float) -> tuple[bool, str]:
     """For `archiver check`: healthy enough (exit 0) and why."""
     if snapshot is None:
         return False, "no health file"
-    age = time.time() - datetime.fromisoformat(snapshot["last_run"]).timestamp()
+    try:
+        age = time.time() - datetime.fromisoformat(snapshot["last_run"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return False, "health file has no valid last_run"
     if age > max_age:
         return False, f"health file is {age:.0f}s old (limit {max_age:.0f}s)"
     if snapshot.get("status") == "unhealthy":

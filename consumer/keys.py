@@ -6,6 +6,7 @@ to the checkpoint's slot: a Lua script may then touch both.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,10 @@ class Layout:
             )
         if self.pattern.startswith(self.prefix) or self.shadow_prefix.startswith(self._head):
             raise exceptions.ConfigError("ARCHIVER_SHADOW_PREFIX must not overlap checkpoint keys")
+        if "{" in self.shadow_prefix or "}" in self.shadow_prefix:
+            raise exceptions.ConfigError(
+                "ARCHIVER_SHADOW_PREFIX must not contain braces (Redis Cluster hash tags)"
+            )
 
     @property
     def prefix(self) -> str:
@@ -62,10 +67,7 @@ class Layout:
 
     @property
     def regex(self) -> re.Pattern[str]:
-        body = re.escape(self.pattern)
-        body = body.replace(re.escape("{conversation_id}"), "(?P<conversation_id>.+)")
-        body = body.replace(re.escape("{timestamp}"), r"(?P<timestamp>\d{1,12})")
-        return re.compile(f"^{body}$", re.DOTALL)
+        return _compile(self.pattern)
 
     def parse(self, key: str) -> KeyInfo | None:
         """The key's conversation and write time, or None if it is not a checkpoint key."""
@@ -114,8 +116,22 @@ class Layout:
         return f"{self.prefix}probe:{token}"
 
 
+@functools.cache
+def _compile(pattern: str) -> re.Pattern[str]:
+    body = re.escape(pattern)
+    body = body.replace(re.escape("{conversation_id}"), "(?P<conversation_id>.+)")
+    body = body.replace(re.escape("{timestamp}"), r"(?P<timestamp>[0-9]{1,11})")
+    return re.compile(f"^{body}$", re.DOTALL)
+
+
+def colocatable(key: str) -> bool:
+    """Whether our companion keys can share this key's cluster slot. Not for a key without a
+    hash tag that contains '}': its slot hashes the whole key and no tag can hold a '}'."""
+    return hash_tag(key) is not None or "}" not in key
+
+
 def _wrap(key: str) -> str:
-    """Embed a checkpoint key so the result hashes to its slot, reversibly."""
+    """Embed a checkpoint key so the result hashes to its slot (if colocatable), reversibly."""
     return f"~{key}" if hash_tag(key) is not None else f"{{{key}}}"
 
 

@@ -18,7 +18,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 def parse_duration(value: Any) -> float:
     """'24h', '90m', '30s', '250ms', '1d' or a number of seconds, as seconds."""
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     match = _DURATION.match(str(value))
     if not match:
@@ -30,7 +30,7 @@ def format_duration(seconds: float) -> str:
     for unit in ("d", "h", "m", "s"):
         if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
             return f"{int(seconds // _UNITS[unit])}{unit}"
-    return f"{seconds:g}s"
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds!r}s"
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -42,8 +42,10 @@ REDIS = ("run", "sweep")
 ALL = ("run", "sweep", "migrate", "status", "check")
 
 
-def _opt(default: Any, help: str, commands: tuple[str, ...] = SWEEP) -> Any:
-    return Field(default, description=help, json_schema_extra={"commands": list(commands)})
+def _opt(default: Any, help: str, commands: tuple[str, ...] = SWEEP, **limits: Any) -> Any:
+    return Field(
+        default, description=help, json_schema_extra={"commands": list(commands)}, **limits
+    )
 
 
 class Settings(BaseSettings):
@@ -60,37 +62,41 @@ class Settings(BaseSettings):
         "Checkpoint key layout; {timestamp} (unix seconds) must be the last segment.",
     )
     shadow_prefix: str = _opt("archiver:shadow:", "Prefix of shadow keys (and other own keys).")
-    checkpoint_ttl: Duration = _opt(86400.0, "TTL agents give checkpoints.")
-    archive_after: Duration = _opt(82800.0, "Archive this long after a checkpoint is written.")
-    sweep_interval: Duration = _opt(3600.0, "Time between sweeps.")
-    max_hold: Duration = _opt(21600.0, "Longest a due checkpoint is kept alive past its TTL.")
-    db_retries: int = _opt(2, "Attempts per batch against PostgreSQL.")
-    db_retry_delay: Duration = _opt(5.0, "Delay between PostgreSQL attempts.")
-    db_timeout: Duration = _opt(30.0, "Timeout of one PostgreSQL command.")
-    redis_timeout: Duration = _opt(10.0, "Timeout of one Redis command.")
-    batch_size: int = _opt(500, "Checkpoints archived per batch at most.")
-    batch_wait: Duration = _opt(0.05, "Longest wait to fill a batch.")
-    workers: int = _opt(2, "Concurrent archive batches.")
-    queue_size: int = _opt(20000, "Pending archive hints held in memory.", RUN)
-    deadline_poll: Duration = _opt(2.0, "How often the deadline index is checked.", RUN)
-    claim_ttl: Duration = _opt(120.0, "Lease on a checkpoint being archived.")
-    sweep_lease: Duration = _opt(60.0, "Lease of the sweep lock across replicas.")
-    scan_count: int = _opt(1000, "COUNT hint per SCAN call.")
-    ping_interval: Duration = _opt(5.0, "Pub/sub liveness ping interval.", RUN)
-    selftest_timeout: Duration = _opt(5.0, "Wait for the notification self-test event.", RUN)
+    checkpoint_ttl: Duration = _opt(86400.0, "TTL agents give checkpoints.", gt=0)
+    archive_after: Duration = _opt(
+        82800.0, "Archive this long after a checkpoint is written.", gt=0
+    )
+    sweep_interval: Duration = _opt(3600.0, "Time between sweeps.", gt=0)
+    max_hold: Duration = _opt(21600.0, "Longest a due checkpoint is kept alive past its TTL.", ge=0)
+    db_retries: int = _opt(2, "Attempts per batch against PostgreSQL.", ge=1)
+    db_retry_delay: Duration = _opt(5.0, "Delay between PostgreSQL attempts.", ge=0)
+    db_timeout: Duration = _opt(30.0, "Timeout of one PostgreSQL command.", gt=0)
+    redis_timeout: Duration = _opt(10.0, "Timeout of one Redis command.", gt=0)
+    batch_size: int = _opt(500, "Checkpoints archived per batch at most.", ge=1)
+    batch_wait: Duration = _opt(0.05, "Longest wait to fill a batch.", ge=0)
+    workers: int = _opt(2, "Concurrent archive batches.", ge=1)
+    queue_size: int = _opt(20000, "Pending archive hints held in memory.", RUN, ge=1)
+    deadline_poll: Duration = _opt(2.0, "How often the deadline index is checked.", RUN, gt=0)
+    claim_ttl: Duration = _opt(120.0, "Lease on a checkpoint being archived.", gt=0)
+    sweep_lease: Duration = _opt(60.0, "Lease of the sweep lock across replicas.", gt=0)
+    scan_count: int = _opt(1000, "COUNT hint per SCAN call.", ge=1)
+    ping_interval: Duration = _opt(5.0, "Pub/sub liveness ping interval.", RUN, gt=0)
+    selftest_timeout: Duration = _opt(5.0, "Wait for the notification self-test event.", RUN, gt=0)
     configure_notifications: bool = _opt(
         True, "Add the keyspace-notification flags we need with CONFIG SET.", RUN
     )
     timezone: str = _opt("UTC", "Zone of naive message timestamps.")
     default_tenant: str = _opt("default", "Tenant of checkpoints that name none.")
     allow_pickle: bool = _opt(False, "Admit pickle payloads through a restricted unpickler.")
-    max_payload: int = _opt(64 * 1024 * 1024, "Largest checkpoint payload in bytes.")
+    max_payload: int = _opt(64 * 1024 * 1024, "Largest checkpoint payload in bytes.", ge=1)
     http_host: str = _opt("0.0.0.0", "Address of the health/metrics server.", RUN)
-    http_port: int = _opt(9108, "Port of the health/metrics server (0: off).", RUN)
+    http_port: int = _opt(9108, "Port of the health/metrics server (0: off).", RUN, ge=0, le=65535)
     health_file: Path = _opt(
         Path("/tmp/archiver-health.json"), "Health file, written atomically.", ALL
     )
-    report_interval: Duration = _opt(60.0, "How often `run` records a row in archive_runs.", RUN)
+    report_interval: Duration = _opt(
+        60.0, "How often `run` records a row in archive_runs.", RUN, gt=0
+    )
     log_level: Literal["debug", "info", "warning", "error"] = _opt("info", "Log level.", ALL)
     log_format: Literal["auto", "json", "console"] = _opt(
         "auto", "JSON lines, or readable on a terminal (auto).", ALL
@@ -144,7 +150,7 @@ def window_problems(s: Settings) -> list[str]:
             " the sweeper would archive checkpoints agents are still using"
         )
     if s.buffer > 0 and s.deadline_poll * 3 > s.buffer:
-        problems.append("ARCHIVER_DEADLINE_POLL must be under a third of the buffer")
+        problems.append("ARCHIVER_DEADLINE_POLL must be at most a third of the buffer")
     return problems
 
 

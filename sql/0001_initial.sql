@@ -86,11 +86,13 @@ BEGIN
         RETURN name;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('archiver_ensure_partition'));
-    IF to_regclass(name) IS NULL THEN
+    BEGIN
         EXECUTE format(
             'CREATE TABLE %I PARTITION OF conversation_history FOR VALUES FROM (%L) TO (%L)',
             name, month_start, month_start + interval '1 month');
-    END IF;
+    EXCEPTION WHEN duplicate_table OR unique_violation THEN
+        NULL;  -- another archiver created it first
+    END;
     RETURN name;
 END;
 $$;

@@ -1,0 +1,7 @@
+"""`python -m consumer` is `archiver`."""
+
+from __future__ import annotations
+
+from consumer.cli import main
+
+main()
