@@ -80,7 +80,7 @@ def _assemble(settings: Settings, client: aioredis.Redis, pool: asyncpg.Pool) ->
         buffer_ms=int(settings.buffer * 1000),
         archive_after_ms=int(settings.archive_after * 1000),
         lease_ms=int(settings.claim_ttl * 1000),
-        hold_ms=int((settings.claim_ttl + settings.buffer) * 1000),
+        hold_ms=int(2 * settings.claim_ttl * 1000),
     )
     codec = codecs.CodecOptions(
         timezone=settings.zone,
