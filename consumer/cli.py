@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -12,8 +13,22 @@ import click
 import orjson
 import structlog
 from pydantic.fields import FieldInfo
+from rich.console import Console
 
-from consumer import __version__, exceptions, health, logs, migrate, service, settings, status
+from consumer import (
+    __version__,
+    deadletters,
+    exceptions,
+    health,
+    history,
+    keys,
+    logs,
+    migrate,
+    service,
+    settings,
+    status,
+    store,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = structlog.get_logger("consumer.cli")
@@ -151,3 +166,119 @@ def check_command(**values: Any) -> None:
     ok, why = health.verdict(snapshot, status.max_age(snapshot))
     click.echo(why)
     sys.exit(0 if ok else 1)
+
+
+async def _with_connection(s: settings.Settings, work: Callable[[asyncpg.Connection], Any]) -> Any:
+    conn = await asyncpg.connect(s.database_url, timeout=s.db_timeout)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+def _run_db(s: settings.Settings, work: Callable[[asyncpg.Connection], Any]) -> Any:
+    try:
+        return asyncio.run(_with_connection(s, work))
+    except exceptions.ArchiverError as exc:
+        _fail(str(exc))
+    except (OSError, asyncpg.PostgresError) as exc:
+        _fail(f"cannot read the archive: {type(exc).__name__}: {exc}", code=1)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode())
+
+
+@main.command("history")
+@click.argument("conversation_id")
+@click.option("--tenant", help="Only this tenant's conversation of that id.")
+@click.option("--json", "as_json", is_flag=True, help="The whole records as JSON.")
+@settings_options("history")
+def history_command(conversation_id: str, tenant: str | None, as_json: bool, **values: Any) -> None:
+    """A conversation's archived messages, in order."""
+    s = _settings(values)
+    rows = _run_db(s, lambda conn: history.messages(conn, conversation_id, tenant))
+    if as_json:
+        _print_json(rows)
+    elif not rows:
+        _fail(f"no archived messages for conversation {conversation_id!r}", code=1)
+    else:
+        history.render_messages(rows, Console())
+
+
+@main.command("conversations")
+@click.option("--tenant", help="Only this tenant.")
+@click.option("--customer", help="Only this customer.")
+@click.option("--user", help="Only this user.")
+@click.option("--since", type=click.DateTime(), help="Only conversations active since then.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--after", "cursor", help="Continue after a previous page (its `more:` cursor).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@settings_options("conversations")
+def conversations_command(
+    tenant: str | None,
+    customer: str | None,
+    user: str | None,
+    since: datetime | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+    **values: Any,
+) -> None:
+    """Archived conversations, newest first, with message counts and time span."""
+    s = _settings(values)
+    since_utc = since.replace(tzinfo=since.tzinfo or s.zone) if since else None
+    filters = history.Filters(tenant, customer, user, since_utc)
+    page = _run_db(s, lambda conn: history.conversations(conn, filters, limit, cursor))
+    if as_json:
+        _print_json({"conversations": page.rows, "next": page.next_cursor})
+    else:
+        history.render_conversations(page, Console())
+
+
+@main.group("dead-letters", invoke_without_command=True)
+@click.option("--all", "include_resolved", is_flag=True, help="Include resolved ones.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@settings_options("dead-letters")
+@click.pass_context
+def dead_letters_group(
+    ctx: click.Context, /, include_resolved: bool, limit: int, as_json: bool, **values: Any
+) -> None:
+    """Quarantined checkpoints and why; `replay` retries them after a decoder fix."""
+    ctx.obj = values
+    if ctx.invoked_subcommand is not None:
+        return
+    s = _settings(values)
+    rows = _run_db(s, lambda conn: deadletters.listing(conn, include_resolved, limit))
+    if as_json:
+        _print_json(rows)
+    else:
+        deadletters.render(rows, Console())
+
+
+@dead_letters_group.command("replay")
+@click.argument("ids", nargs=-1, type=int)
+@click.pass_obj
+def replay_command(values: dict[str, Any], ids: tuple[int, ...]) -> None:
+    """Decode open dead letters (all, or IDS) again; archive and resolve those that decode now."""
+    s = _settings(values)
+    layout = keys.layout_from(s.key_pattern, s.shadow_prefix)
+
+    async def work() -> deadletters.Replay:
+        pool = await store.connect(s.database_url, command_timeout=s.db_timeout, max_size=2)
+        try:
+            the_store = store.Store(pool)
+            return await deadletters.replay(the_store, layout, service.codec_options(s), list(ids))
+        finally:
+            await pool.close()
+
+    try:
+        result = asyncio.run(work())
+    except (OSError, asyncpg.PostgresError) as exc:
+        _fail(f"cannot replay: {type(exc).__name__}: {exc}", code=1)
+    click.echo(
+        f"replayed: {result.archived} archived ({result.messages} messages),"
+        f" {result.still_failing} still failing"
+    )
+    sys.exit(1 if result.still_failing else 0)

@@ -74,6 +74,15 @@ async def connected(settings: Settings) -> AsyncIterator[Parts]:
         await pool.close()
 
 
+def codec_options(settings: Settings) -> codecs.CodecOptions:
+    return codecs.CodecOptions(
+        timezone=settings.zone,
+        allow_pickle=settings.allow_pickle,
+        default_tenant=settings.default_tenant,
+        max_payload_bytes=settings.max_payload,
+    )
+
+
 def _assemble(settings: Settings, client: aioredis.Redis, pool: asyncpg.Pool) -> Parts:
     layout = keys.layout_from(settings.key_pattern, settings.shadow_prefix)
     timing = checkpoints.Timing(
@@ -82,12 +91,7 @@ def _assemble(settings: Settings, client: aioredis.Redis, pool: asyncpg.Pool) ->
         lease_ms=int(settings.claim_ttl * 1000),
         hold_ms=int(2 * settings.claim_ttl * 1000),
     )
-    codec = codecs.CodecOptions(
-        timezone=settings.zone,
-        allow_pickle=settings.allow_pickle,
-        default_tenant=settings.default_tenant,
-        max_payload_bytes=settings.max_payload,
-    )
+    codec = codec_options(settings)
     the_store = store.Store(pool)
     archiver = archive.Archiver(
         checkpoints.Checkpoints(client, layout, timing),

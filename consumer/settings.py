@@ -37,9 +37,11 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 RUN = ("run",)
 SWEEP = ("run", "sweep")
-DB = ("run", "sweep", "migrate", "status")
+BROWSE = ("history", "conversations", "dead-letters")
+DB = ("run", "sweep", "migrate", "status", *BROWSE)
+DECODE = ("run", "sweep", "dead-letters")
 REDIS = ("run", "sweep")
-ALL = ("run", "sweep", "migrate", "status", "check")
+ALL = ("run", "sweep", "migrate", "status", "check", *BROWSE)
 
 
 def _opt(default: Any, help: str, commands: tuple[str, ...] = SWEEP, **limits: Any) -> Any:
@@ -60,8 +62,11 @@ class Settings(BaseSettings):
     key_pattern: str = _opt(
         "langgraph:checkpoint:{conversation_id}:{timestamp}",
         "Checkpoint key layout; {timestamp} (unix seconds) must be the last segment.",
+        DECODE,
     )
-    shadow_prefix: str = _opt("archiver:shadow:", "Prefix of shadow keys (and other own keys).")
+    shadow_prefix: str = _opt(
+        "archiver:shadow:", "Prefix of shadow keys (and other own keys).", DECODE
+    )
     checkpoint_ttl: Duration = _opt(86400.0, "TTL agents give checkpoints.", gt=0)
     archive_after: Duration = _opt(
         82800.0, "Archive this long after a checkpoint is written.", gt=0
@@ -85,10 +90,12 @@ class Settings(BaseSettings):
     configure_notifications: bool = _opt(
         True, "Add the keyspace-notification flags we need with CONFIG SET.", RUN
     )
-    timezone: str = _opt("UTC", "Zone of naive message timestamps.")
-    default_tenant: str = _opt("default", "Tenant of checkpoints that name none.")
-    allow_pickle: bool = _opt(False, "Admit pickle payloads through a restricted unpickler.")
-    max_payload: int = _opt(64 * 1024 * 1024, "Largest checkpoint payload in bytes.", ge=1)
+    timezone: str = _opt("UTC", "Zone of naive message timestamps.", DECODE)
+    default_tenant: str = _opt("default", "Tenant of checkpoints that name none.", DECODE)
+    allow_pickle: bool = _opt(
+        False, "Admit pickle payloads through a restricted unpickler.", DECODE
+    )
+    max_payload: int = _opt(64 * 1024 * 1024, "Largest checkpoint payload in bytes.", DECODE, ge=1)
     http_host: str = _opt("0.0.0.0", "Address of the health/metrics server.", RUN)
     http_port: int = _opt(9108, "Port of the health/metrics server (0: off).", RUN, ge=0, le=65535)
     health_file: Path = _opt(

@@ -79,11 +79,17 @@ class Store:
         self._months: set[tuple[int, int]] = set()
 
     async def write(
-        self, batch: Sequence[model.Checkpoint], dead: Sequence[model.DeadLetter]
+        self,
+        batch: Sequence[model.Checkpoint],
+        dead: Sequence[model.DeadLetter],
+        resolved: Sequence[int] = (),
     ) -> dict[str, int]:
-        """Commit a batch: new messages per source key (0 for duplicates only)."""
+        """Commit a batch: new messages per source key (0 for duplicates only). `resolved`:
+        dead letters (ids) that this batch archives, marked resolved in the same transaction."""
         await self._ensure_partitions(batch)
         async with self.pool.acquire() as conn, conn.transaction():
+            if resolved:
+                await conn.execute(queries.get("dead_letters_resolve"), list(resolved))
             if dead:
                 await conn.execute(queries.get("insert_dead_letters"), *_dead_columns(dead))
             if not batch:

@@ -119,3 +119,45 @@ SELECT to_regclass('schema_migrations') IS NOT NULL;
 
 -- name: migrations_record
 INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3);
+
+-- name: history_messages
+SELECT tenant_id, conversation_id, customer_id, user_id, "timestamp", message_role,
+       message_content, metadata, message_key, source_key, archived_at
+FROM conversation_history
+WHERE conversation_id = $1 AND ($2::text IS NULL OR tenant_id = $2)
+ORDER BY "timestamp", id;
+
+-- name: conversations_page
+-- Newest first, keyset-paginated on (ended_at, tenant_id, conversation_id).
+SELECT tenant_id, conversation_id, customer_id, user_id, started_at, ended_at, message_count,
+       last_archived_at
+FROM conversations
+WHERE ($1::text IS NULL OR tenant_id = $1)
+  AND ($2::text IS NULL OR customer_id = $2)
+  AND ($3::text IS NULL OR user_id = $3)
+  AND ($4::timestamptz IS NULL OR ended_at >= $4)
+  AND ended_at IS NOT NULL
+  AND ($5::timestamptz IS NULL OR (ended_at, tenant_id, conversation_id) < ($5, $6, $7))
+ORDER BY ended_at DESC, tenant_id DESC, conversation_id DESC
+LIMIT $8;
+
+-- name: dead_letters_list
+SELECT id, source_key, error, octet_length(raw) AS bytes, first_seen_at, last_seen_at, attempts,
+       resolved_at
+FROM archive_dead_letters
+WHERE $1::boolean OR resolved_at IS NULL
+ORDER BY id
+LIMIT $2;
+
+-- name: dead_letters_open
+SELECT id, source_key, raw FROM archive_dead_letters
+WHERE resolved_at IS NULL AND (cardinality($1::bigint[]) = 0 OR id = ANY($1))
+ORDER BY id;
+
+-- name: dead_letters_resolve
+UPDATE archive_dead_letters SET resolved_at = now() WHERE id = ANY($1::bigint[]);
+
+-- name: dead_letters_failed_again
+UPDATE archive_dead_letters
+SET attempts = attempts + 1, last_seen_at = now(), error = $2
+WHERE id = $1;

@@ -176,3 +176,34 @@ async def test_run_archives_serves_health_and_metrics_and_stops_on_sigterm(
     assert "message 0" not in stderr  # message content never reaches the logs
     health = orjson.loads(await asyncio.to_thread(Path(env["ARCHIVER_HEALTH_FILE"]).read_bytes))
     assert health["checkpoints_archived"] == 20
+
+
+async def test_history_conversations_and_dead_letters_commands(
+    env: dict[str, str], redis: aioredis.Redis
+) -> None:
+    for i in range(3):
+        await redis.set(P.key(f"read-{i}", time.time() - 20), payload(f"read-{i}"), px=5_000)
+    await redis.set(P.key("broken", time.time() - 20), b"{not json", px=5_000)
+    assert archiver(env, "sweep").returncode == 0
+
+    shown = archiver(env | {"COLUMNS": "100"}, "history", "read-1")
+    assert shown.returncode == 0, shown.stderr
+    assert "message 3" in shown.stdout
+    records = orjson.loads(archiver(env, "history", "read-1", "--json").stdout)
+    assert [r["message_role"] for r in records] == ["user", "assistant", "user", "assistant"]
+
+    first = orjson.loads(archiver(env, "conversations", "--limit", "2", "--json").stdout)
+    assert len(first["conversations"]) == 2
+    rest = orjson.loads(
+        archiver(env, "conversations", "--limit", "2", "--after", first["next"], "--json").stdout
+    )
+    ids = {c["conversation_id"] for c in first["conversations"] + rest["conversations"]}
+    assert ids == {"read-0", "read-1", "read-2"}
+    assert rest["next"] is None
+
+    letters = orjson.loads(archiver(env, "dead-letters", "--json").stdout)
+    assert [d["source_key"].split(":")[2] for d in letters] == ["broken"]
+    replay = archiver(env, "dead-letters", "replay")
+    assert replay.returncode == 1
+    assert "1 still failing" in replay.stdout
+    assert archiver(env, "history", "nobody").returncode == 1

@@ -14,8 +14,30 @@ from click.testing import CliRunner, Result
 
 from consumer import cli, health, service, settings
 
-COMMANDS = ["run", "sweep", "migrate", "status", "check"]
-EXTRA_OPTIONS = {"status": {"--json", "--limit"}}
+COMMANDS = [
+    "run",
+    "sweep",
+    "migrate",
+    "status",
+    "check",
+    "history",
+    "conversations",
+    "dead-letters",
+]
+EXTRA_OPTIONS = {
+    "status": {"--json", "--limit"},
+    "history": {"--json", "--tenant"},
+    "conversations": {
+        "--json",
+        "--tenant",
+        "--customer",
+        "--user",
+        "--since",
+        "--limit",
+        "--after",
+    },
+    "dead-letters": {"--json", "--all", "--limit"},
+}
 
 
 @pytest.fixture(autouse=True)

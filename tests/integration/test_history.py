@@ -1,0 +1,71 @@
+"""Reading the archive back, and replaying dead letters."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from consumer import checkpoints, deadletters, history, service
+from tests.conftest import sample
+from tests.integration.test_archive import NOW_DUE, P, payload
+
+
+async def archive(
+    parts: service.Parts, redis: aioredis.Redis, conversation: str, raw: bytes
+) -> None:
+    key = P.key(conversation, time.time())
+    await P.write(redis, key, raw)
+    await parts.archiver.archive([key], NOW_DUE)
+
+
+async def test_history_returns_messages_in_order_with_the_summary(
+    parts: service.Parts, redis: aioredis.Redis, db: asyncpg.Connection
+) -> None:
+    await archive(parts, redis, "wa-msg-abc123", sample("basic.json"))
+    await archive(parts, redis, "wa-msg-abc123", sample("summarized.json"))
+    rows = await history.messages(db, "wa-msg-abc123", None)
+    assert len(rows) == 7
+    assert [r["timestamp"] for r in rows] == sorted(r["timestamp"] for r in rows)
+    assert sum(1 for r in rows if r["metadata"].get("summary")) == 1
+    assert await history.messages(db, "wa-msg-abc123", "another-tenant") == []
+
+
+async def test_conversations_are_paginated_newest_first(
+    parts: service.Parts, redis: aioredis.Redis, db: asyncpg.Connection
+) -> None:
+    for i in range(5):
+        await archive(parts, redis, f"conv-{i}", payload(f"conv-{i}", messages=i + 1))
+    seen, cursor = [], None
+    while True:
+        page = await history.conversations(db, history.Filters(tenant="t1"), 2, cursor)
+        seen += [r["conversation_id"] for r in page.rows]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert sorted(seen) == [f"conv-{i}" for i in range(5)]
+    assert len(seen) == len(set(seen))
+    assert (await history.conversations(db, history.Filters(tenant="other"), 10, None)).rows == []
+
+
+async def test_replay_archives_what_decodes_now_and_keeps_the_rest(
+    parts: service.Parts, db: asyncpg.Connection
+) -> None:
+    good = P.key("fixed", time.time())
+    bad = P.key("still-bad", time.time())
+    for key, raw in ((good, payload("fixed")), (bad, sample("malformed_shape.txt"))):
+        await db.execute(
+            "INSERT INTO archive_dead_letters (source_key, digest, raw, error) VALUES ($1, $2, $3, 'old')",
+            key, checkpoints.digest(raw), raw,
+        )  # fmt: skip
+    layout = parts.archiver.redis.layout
+    result = await deadletters.replay(
+        parts.store, layout, service.codec_options(parts.settings), []
+    )
+    assert (result.archived, result.messages, result.still_failing) == (1, 4, 1)
+    letters = {r["source_key"]: r for r in await deadletters.listing(db, True, 10)}
+    assert letters[good]["resolved_at"] is not None
+    assert letters[bad]["resolved_at"] is None
+    assert letters[bad]["attempts"] == 2
+    assert await db.fetchval("SELECT count(*) FROM conversation_history") == 4
