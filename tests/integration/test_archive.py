@@ -149,10 +149,12 @@ async def test_rewritten_while_archiving_is_kept_and_rearmed(
     real_write = parts.store.write
 
     async def rewrite_during_commit(
-        batch: Sequence[model.Checkpoint], dead: Sequence[model.DeadLetter]
+        batch: Sequence[model.Checkpoint],
+        dead: Sequence[model.DeadLetter],
+        resolved: Sequence[int] = (),
     ) -> dict[str, int]:
         await redis.set(key, sample("summarized.json"), ex=30)  # the agent writes meanwhile
-        return await real_write(batch, dead)
+        return await real_write(batch, dead, resolved)
 
     parts.store.write = rewrite_during_commit  # type: ignore[method-assign]
     outcome = await parts.archiver.archive([key], NOW_DUE)
@@ -225,11 +227,13 @@ async def test_refused_data_fails_alone_not_the_batch(
     real_write = parts.store.write
 
     async def refuse_poison(
-        batch: Sequence[model.Checkpoint], dead: Sequence[model.DeadLetter]
+        batch: Sequence[model.Checkpoint],
+        dead: Sequence[model.DeadLetter],
+        resolved: Sequence[int] = (),
     ) -> dict[str, int]:
         if any(c.source_key == poison for c in batch):
             raise asyncpg.DataError("value refused")
-        return await real_write(batch, dead)
+        return await real_write(batch, dead, resolved)
 
     parts.store.write = refuse_poison  # type: ignore[method-assign]
     outcome = await parts.archiver.archive(keys, NOW_DUE)
@@ -247,11 +251,13 @@ async def test_database_down_holds_checkpoints_and_retries_later(
     failing = True
 
     async def down(
-        batch: Sequence[model.Checkpoint], dead: Sequence[model.DeadLetter]
+        batch: Sequence[model.Checkpoint],
+        dead: Sequence[model.DeadLetter],
+        resolved: Sequence[int] = (),
     ) -> dict[str, int]:
         if failing:
             raise ConnectionRefusedError("database down")
-        return await real_write(batch, dead)
+        return await real_write(batch, dead, resolved)
 
     parts.store.write = down  # type: ignore[method-assign]
     outcome = await parts.archiver.archive([key], NOW_DUE)
@@ -271,7 +277,9 @@ async def test_hold_never_exceeds_max_hold(parts: service.Parts, redis: aioredis
     await redis.set(key, sample("basic.json"), px=1000)
 
     async def down(
-        batch: Sequence[model.Checkpoint], dead: Sequence[model.DeadLetter]
+        batch: Sequence[model.Checkpoint],
+        dead: Sequence[model.DeadLetter],
+        resolved: Sequence[int] = (),
     ) -> dict[str, int]:
         raise store.TRANSIENT[0]("database down")
 
