@@ -20,9 +20,12 @@ CREATE TABLE conversation_history (
 COMMENT ON COLUMN conversation_history.message_key IS
     'Identity of the message within its conversation, stable across checkpoints.';
 
--- Idempotency: one row per (tenant, conversation, message identity).
-CREATE INDEX conversation_history_identity
-    ON conversation_history (tenant_id, conversation_id, message_key);
+-- Idempotency: one row per (tenant, conversation, message identity). A unique index on a
+-- partitioned table must include the partition key; the archiver also checks the identity
+-- without the timestamp (under the conversation's row lock), since a message without its own
+-- timestamp takes its checkpoint's, which differs between checkpoints.
+CREATE UNIQUE INDEX conversation_history_identity
+    ON conversation_history (tenant_id, conversation_id, message_key, "timestamp");
 CREATE INDEX conversation_history_conversation_time
     ON conversation_history (conversation_id, "timestamp");
 CREATE INDEX conversation_history_customer_time

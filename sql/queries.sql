@@ -58,6 +58,7 @@ WITH fresh AS (
     FROM fresh f
     JOIN conversations c USING (tenant_id, conversation_id)
     ORDER BY f.ordinal
+    ON CONFLICT DO NOTHING
     RETURNING tenant_id, conversation_id, "timestamp", source_key
 ), counted AS (
     UPDATE conversations c
