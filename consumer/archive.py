@@ -216,6 +216,7 @@ class Archiver:
         await self.redis.hold(held, self.token)
         for key, (_, until) in held.items():
             if until <= now + self.policy.retry_after_ms:
+                metrics.HOLD_EXHAUSTED.inc()
                 log.error("checkpoint.hold_exhausted", key=key, detail="ARCHIVER_MAX_HOLD reached")
         await self.redis.schedule({k: now + self.policy.retry_after_ms for k in values})
         outcome.errors += len(values)

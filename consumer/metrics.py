@@ -37,5 +37,20 @@ DEGRADED = Gauge(
     "archiver_degraded", "1 when keyspace notifications are unavailable (sweeper-only mode)."
 )
 EVICTION_RISK = Gauge(
-    "archiver_eviction_risk", "1 when Redis maxmemory-policy may evict keys that carry a TTL."
+    "archiver_eviction_risk",
+    "1 when Redis maxmemory-policy may evict keys that carry a TTL, -1 when it cannot be read.",
 )
+HOLD_EXHAUSTED = Counter(
+    "archiver_checkpoints_hold_exhausted",
+    "Due checkpoints whose hold reached ARCHIVER_MAX_HOLD: they expire unarchived.",
+)
+
+# Create the known label values up front so that the first increment shows in rate()/increase().
+for _stage in ("claim", "database", "batch", "deadlines", "sweep"):
+    ERRORS.labels(stage=_stage)
+for _result in ("ok", "errors", "failed"):
+    SWEEPS.labels(result=_result)
+for _event in ("expired", "set", "expire"):
+    EVENTS.labels(event=_event)
+for _source in ("event", "sweep"):
+    SHADOWS_ARMED.labels(source=_source)

@@ -61,6 +61,7 @@ async def check_eviction(client: aioredis.Redis) -> str | None:
     try:
         reply = await client.config_get("maxmemory-policy")
     except ResponseError:
+        metrics.EVICTION_RISK.set(-1)
         log.warning(
             "redis.eviction_unknown",
             detail="cannot read maxmemory-policy; make sure it is noeviction",

@@ -28,6 +28,7 @@ from consumer import (
     listener,
     metrics,
     migrate,
+    notifications,
     store,
     sweeper,
     web,
@@ -183,9 +184,11 @@ class Consumer:
     async def _sweep_safely(self) -> None:
         self.state.last_sweep_at = time.time()
         try:
+            await notifications.check_eviction(self.parts.redis)
             report = await self.parts.sweeper.sweep()
         except Exception as exc:  # a failed sweep is retried at the next trigger; health shows it
             metrics.SWEEPS.labels(result="failed").inc()
+            metrics.ERRORS.labels(stage="sweep").inc()
             self.state.errors += 1
             log.error("sweep.failed", error=f"{type(exc).__name__}: {exc}"[:300])
             return
@@ -200,6 +203,7 @@ class Consumer:
         stamp = await self.parts.redis.get(self.parts.archiver.redis.layout.last_sweep)
         if stamp:
             self.state.last_sweep_ok_at = max(self.state.last_sweep_ok_at or 0, float(stamp))
+            metrics.LAST_SWEEP_OK.set(self.state.last_sweep_ok_at)
 
     async def _health_loop(self) -> None:
         while True:

@@ -33,7 +33,7 @@ async def running(s: Settings) -> AsyncIterator[service.Consumer]:
                 task.result()
             return consumer.state.last_sweep_ok_at is not None and consumer.state.mode != "starting"
 
-        await eventually(ready, what="consumer ready")
+        await eventually(ready, timeout=30, what="consumer ready")
         try:
             yield consumer
         finally:
@@ -57,7 +57,7 @@ async def test_expired_shadow_triggers_archiving(
         layout = consumer.parts.archiver.redis.layout
         await redis.set(key, payload("by-event"), px=15_400)  # due: just over the 15 s buffer
         await redis.set(layout.shadow(key), b"", px=300)  # no deadline entry: events only
-        await eventually(lambda: archived(db, "by-event"), timeout=8, what="archived by event")
+        await eventually(lambda: archived(db, "by-event"), timeout=20, what="archived by event")
         assert await redis.exists(key) == 0
 
 
