@@ -35,6 +35,7 @@ class Policy:
     max_hold_ms: int
     checkpoint_ttl_ms: int
     buffer_ms: int
+    sweep_interval_ms: int
 
     @classmethod
     def of(cls, s: Settings) -> Policy:
@@ -45,6 +46,7 @@ class Policy:
             max_hold_ms=int(s.max_hold * 1000),
             checkpoint_ttl_ms=int(s.checkpoint_ttl * 1000),
             buffer_ms=int(s.buffer * 1000),
+            sweep_interval_ms=int(s.sweep_interval * 1000),
         )
 
 
@@ -213,7 +215,8 @@ class Archiver:
         """PostgreSQL failed: keep the checkpoints alive (bounded by MAX_HOLD) and retry later."""
         now = checkpoints.now_ms()
         held = {k: (checkpoints.digest(v), self._hold_until(k, now)) for k, v in values.items()}
-        await self.redis.hold(held, self.token)
+        backoff_ms = max(1, self.policy.retry_after_ms * 4 // 5)
+        await self.redis.hold(held, self.token, backoff_ms)
         for key, (_, until) in held.items():
             if until <= now + self.policy.retry_after_ms:
                 metrics.HOLD_EXHAUSTED.inc()
@@ -227,13 +230,12 @@ class Archiver:
         )
 
     def _hold_until(self, key: str, now: int) -> int:
+        """Long enough for the next sweep to find it (cron-only setups), never past MAX_HOLD."""
         info = self.redis.layout.parse(key)
         p = self.policy
         written = int(info.written_ts * 1000) if info else now
-        return min(
-            now + max(p.buffer_ms, 2 * p.retry_after_ms),
-            written + p.checkpoint_ttl_ms + p.max_hold_ms,
-        )
+        wanted = now + p.buffer_ms + p.sweep_interval_ms
+        return min(wanted, written + p.checkpoint_ttl_ms + p.max_hold_ms)
 
 
 def _describe(exc: BaseException) -> str:

@@ -107,20 +107,24 @@ class Checkpoints:
         ]
 
     async def arm(self, checkpoint_keys: Sequence[str]) -> dict[str, int]:
-        """(Re)create shadows from remaining TTLs and index their deadlines: key -> shadow ms."""
+        """(Re)create shadows from remaining TTLs and index their deadlines: key -> shadow ms
+        (0: due now, -2: gone, -3: claimed by an archiver, which re-arms it itself)."""
         t, now = self.timing, now_ms()
         async with self.client.pipeline(transaction=False) as pipe:
             for key in checkpoint_keys:
                 info = self.layout.parse(key)
                 age = now - int(info.written_ts * 1000) if info else 0
                 await self.script("arm")(
-                    keys=[key, self.layout.shadow(key)],
+                    keys=[key, self.layout.shadow(key), self.layout.claim(key)],
                     args=[t.buffer_ms, age, t.archive_after_ms],
                     client=pipe,
                 )
             replies = await pipe.execute(raise_on_error=False)
         armed = {k: r for k, r in zip(checkpoint_keys, replies, strict=True) if isinstance(r, int)}
-        await self.schedule({k: now + ms for k, ms in armed.items() if ms >= 0})
+        await self.schedule({k: now + ms for k, ms in armed.items() if ms > 0})
+        due = [k for k, ms in armed.items() if ms == 0]
+        if due:  # keep a retry time already set (nx): the poller archives it when due
+            await self.client.zadd(self.layout.deadlines, dict.fromkeys(due, now), nx=True)
         return armed
 
     async def schedule(self, deadlines: dict[str, int]) -> None:
@@ -132,12 +136,14 @@ class Checkpoints:
         if gone:
             await self.client.zrem(self.layout.deadlines, *gone)
 
-    async def hold(self, held: dict[str, tuple[str, int]], token: str) -> None:
-        """After a failed archive: key -> (digest, hold-until ms); release the claims."""
+    async def hold(self, held: dict[str, tuple[str, int]], token: str, backoff_ms: int) -> None:
+        """After a failed archive: key -> (digest, hold-until ms). Our claims stay for
+        `backoff_ms` so that nothing retries these keys before their scheduled retry."""
         async with self.client.pipeline(transaction=False) as pipe:
             for key, (sha, until) in held.items():
                 keys_ = [key, self.layout.claim(key)]
-                await self.script("hold")(keys=keys_, args=[until, sha, token], client=pipe)
+                args: list[str | int] = [until, sha, token, backoff_ms]
+                await self.script("hold")(keys=keys_, args=args, client=pipe)
             await pipe.execute(raise_on_error=False)
 
     async def release(self, claimed: Sequence[str], token: str) -> None:

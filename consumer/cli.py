@@ -18,6 +18,7 @@ from rich.console import Console
 from consumer import (
     __version__,
     deadletters,
+    demo,
     exceptions,
     health,
     history,
@@ -282,3 +283,6 @@ def replay_command(values: dict[str, Any], ids: tuple[int, ...]) -> None:
         f" {result.still_failing} still failing"
     )
     sys.exit(1 if result.still_failing else 0)
+
+
+main.add_command(demo.command)

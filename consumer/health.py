@@ -40,12 +40,18 @@ class State:
         since = self.last_sweep_ok_at or self.started_at
         return now - since > 1.5 * self.sweep_interval
 
-    def problems(self) -> list[str]:
+    def liveness_problems(self) -> list[str]:
+        """What a restart could fix: /healthz. A database outage is not one of them (a restarted
+        archiver would hold nothing alive while it waits), so it only shows in problems()."""
         found = []
         if self.sweep_stale():
             found.append("no successful sweep for 1.5 x ARCHIVER_SWEEP_INTERVAL")
         if self.mode == "events" and not self.subscribed:
             found.append("keyevent subscription is down")
+        return found
+
+    def problems(self) -> list[str]:
+        found = self.liveness_problems()
         if not self.database_ok:
             found.append("PostgreSQL unreachable")
         if not self.redis_ok:

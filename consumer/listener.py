@@ -24,7 +24,8 @@ from consumer.settings import Settings
 log = structlog.get_logger("consumer.listener")
 
 CONNECTION_ERRORS = (RedisError, OSError, TimeoutError)
-REPROBE_S = 60.0
+REPROBE_S = 60.0  # while degraded: has someone enabled notifications?
+REVERIFY_S = 300.0  # while on events: has someone disabled them?
 
 
 class SubscriptionLost(RedisError):
@@ -109,9 +110,9 @@ class Listener:
         probe_due = time.monotonic()
         while True:
             if time.monotonic() >= probe_due:
-                probe_due = time.monotonic() + REPROBE_S
-                if self.state.mode in ("starting", "degraded"):
-                    self._probe_task = asyncio.create_task(self._self_test(client))
+                pause = REVERIFY_S if self.state.mode == "events" else REPROBE_S
+                probe_due = time.monotonic() + pause
+                self._probe_task = asyncio.create_task(self._self_test(client))
             message = await pubsub.get_message(timeout=1.0)
             now = time.monotonic()
             if message is not None:

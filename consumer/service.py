@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 import structlog
+from tenacity import AsyncRetrying, retry_if_exception, wait_fixed
 
 from consumer import (
     archive,
@@ -22,12 +23,12 @@ from consumer import (
     checkpoints,
     codecs,
     deadlines,
+    exceptions,
     health,
     hints,
     keys,
     listener,
     metrics,
-    migrate,
     notifications,
     store,
     sweeper,
@@ -39,7 +40,6 @@ log = structlog.get_logger("consumer.service")
 
 HEALTH_EVERY_S = 10.0
 SHUTDOWN_GRACE_S = 10.0
-EVENT_SLACK_MS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,9 @@ class Parts:
 
 @contextlib.asynccontextmanager
 async def connected(settings: Settings) -> AsyncIterator[Parts]:
-    """Connect to both servers (refusing a database with pending migrations), then clean up."""
+    """Set up both servers' clients. A database with pending migrations is refused; an
+    unreachable one is not: the archive path then holds due checkpoints in Redis until it
+    answers (and checks its schema first)."""
     pool = await store.connect(
         settings.database_url, command_timeout=settings.db_timeout, max_size=settings.workers + 2
     )
@@ -67,12 +69,24 @@ async def connected(settings: Settings) -> AsyncIterator[Parts]:
         max_connections=4 * settings.workers + 8,
     )
     try:
-        async with pool.acquire() as conn:
-            await migrate.ensure_current(conn)
-        yield _assemble(settings, client, pool)
+        parts = _assemble(settings, client, pool)
+        await _check_schema(parts.store)
+        yield parts
     finally:
         await client.aclose()
         await pool.close()
+
+
+async def _check_schema(the_store: store.Store) -> None:
+    try:
+        await the_store.ensure_schema()
+    except Exception as exc:
+        if not store.is_transient(exc):
+            raise
+        log.error(
+            "database.unavailable", error=f"{type(exc).__name__}: {exc}"[:300],
+            detail="starting anyway: due checkpoints are held in Redis until PostgreSQL answers",
+        )  # fmt: skip
 
 
 def codec_options(settings: Settings) -> codecs.CodecOptions:
@@ -112,7 +126,7 @@ async def sweep_once(settings: Settings) -> sweeper.SweepReport:
         state.database_ok = state.redis_ok = True
         report = await parts.sweeper.sweep()
     batcher.tally(state, report.outcome)
-    if report.ok:
+    if report.completed:
         state.last_sweep_ok_at = state.last_sweep_at = time.time()
     health.write(settings.health_file, state.snapshot())
     return report
@@ -131,7 +145,7 @@ class Consumer:
         self.stopping = asyncio.Event()
         layout = parts.archiver.redis.layout
         self.listener = listener.Listener(s, layout, self.queue, self.state, self.sweep_now.set)
-        due_ms = int(s.buffer * 1000) + EVENT_SLACK_MS
+        due_ms = sweeper.Window.of(s).due_ms
         self.batcher = batcher.Batcher(
             self.queue,
             parts.archiver,
@@ -150,6 +164,7 @@ class Consumer:
             "sweeper": self._sweep_loop,
             "health": self._health_loop,
             "reporter": self._report_loop,
+            "schema": self._schema_watch,
         }
         for i in range(max(1, self.settings.workers)):
             named[f"worker-{i}"] = self.batcher.work
@@ -173,6 +188,17 @@ class Consumer:
             self._write_health()
             log.info("consumer.stopped")
 
+    async def _schema_watch(self) -> None:
+        """Until the schema is verified, keep checking; pending migrations stop the consumer."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(store.is_transient),
+            wait=wait_fixed(max(self.settings.db_retry_delay, 1.0)),
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self.parts.store.ensure_schema()
+        await asyncio.get_running_loop().create_future()  # verified: idle until cancelled
+
     async def _sweep_loop(self) -> None:
         """Sweep at start, every interval, and right after every reconnect."""
         while True:
@@ -193,9 +219,9 @@ class Consumer:
             log.error("sweep.failed", error=f"{type(exc).__name__}: {exc}"[:300])
             return
         batcher.tally(self.state, report.outcome)
-        if report.ok:
+        if report.completed:
             self.state.last_sweep_ok_at = time.time()
-        elif report.skipped:
+        else:
             await self._adopt_peer_sweep()
 
     async def _adopt_peer_sweep(self) -> None:
@@ -262,7 +288,11 @@ def _raise_if_died(done: set[asyncio.Task[Any]]) -> None:
     for task in done:
         exc = task.exception()
         log.error("consumer.task_died", task=task.get_name(), error=repr(exc))
-        raise RuntimeError(f"task {task.get_name()} stopped unexpectedly") from exc
+        if isinstance(exc, exceptions.ArchiverError):
+            raise exc
+        raise exceptions.ArchiverError(
+            f"task {task.get_name()} stopped unexpectedly: {exc!r}"
+        ) from exc
 
 
 async def _shutdown(tasks: list[asyncio.Task[Any]]) -> None:

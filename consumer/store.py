@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from consumer import checkpoints, model, queries
+from consumer import checkpoints, migrate, model, queries
 
 _STAGING_COLUMNS = (
     "ordinal", "tenant_id", "customer_id", "user_id", "conversation_id", "timestamp",
@@ -58,8 +58,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def connect(
-    dsn: str, *, command_timeout: float, min_size: int = 1, max_size: int = 4
+    dsn: str, *, command_timeout: float, min_size: int = 0, max_size: int = 4
 ) -> asyncpg.Pool:
+    """A pool that opens connections on demand: creating it never waits for PostgreSQL."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -77,6 +78,15 @@ class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self._months: set[tuple[int, int]] = set()
+        self.schema_verified = False
+
+    async def ensure_schema(self) -> None:
+        """Refuse to write to a database with pending migrations (checked once it answers)."""
+        if self.schema_verified:
+            return
+        async with self.pool.acquire() as conn:
+            await migrate.ensure_current(conn)
+        self.schema_verified = True
 
     async def write(
         self,
@@ -86,6 +96,7 @@ class Store:
     ) -> dict[str, int]:
         """Commit a batch: new messages per source key (0 for duplicates only). `resolved`:
         dead letters (ids) that this batch archives, marked resolved in the same transaction."""
+        await self.ensure_schema()
         await self._ensure_partitions(batch)
         async with self.pool.acquire() as conn, conn.transaction():
             if resolved:

@@ -31,8 +31,15 @@ class SweepReport:
     skipped: bool = False
 
     @property
+    def completed(self) -> bool:
+        """The pass over Redis finished: every due checkpoint was archived, dead-lettered or
+        held safely in Redis. This is what health calls a successful sweep."""
+        return not self.skipped
+
+    @property
     def ok(self) -> bool:
-        return not self.skipped and self.outcome.errors == 0
+        """Completed, and no checkpoint failed."""
+        return self.completed and self.outcome.errors == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +141,7 @@ class Sweeper:
         o = report.outcome
         metrics.SWEEPS.labels(result="ok" if report.ok else "errors").inc()
         metrics.SWEEP_DURATION.set(report.duration_s)
-        if report.ok:
+        if report.completed:
             metrics.LAST_SWEEP_OK.set(time.time())
             await self.redis.client.set(self.redis.layout.last_sweep, str(time.time()))
         log.info(

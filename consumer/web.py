@@ -13,7 +13,7 @@ STATE: web.AppKey[health.State] = web.AppKey("state", health.State)
 async def healthz(request: web.Request) -> web.Response:
     """503 when the last successful sweep is too old or the subscription is down."""
     state = request.app[STATE]
-    problems = state.problems()
+    problems = state.liveness_problems()
     body = {"status": state.status(), "mode": state.mode, "problems": problems}
     return web.json_response(body, status=503 if problems else 200)
 

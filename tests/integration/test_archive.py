@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from consumer import model, producer, service, store
 from tests.conftest import sample
+from tests.waiting import eventually
 
 P = producer.Producer(ttl=30, archive_after=15)
 NOW_DUE = 10**9  # a due window that admits every checkpoint
@@ -263,9 +264,17 @@ async def test_database_down_holds_checkpoints_and_retries_later(
     outcome = await parts.archiver.archive([key], NOW_DUE)
     assert (outcome.archived, outcome.held) == (0, 1)
     assert await redis.pttl(key) > 10_000  # kept alive past its TTL
-    assert await redis.exists(parts.archiver.redis.layout.claim(key)) == 0  # claim released
+    claim = parts.archiver.redis.layout.claim(key)
     retry_at = await redis.zscore(parts.archiver.redis.layout.deadlines, key)
     assert retry_at is not None and retry_at > time.time() * 1000
+    # The claim stays as a back-off until just before the scheduled retry.
+    assert 0 < await redis.pttl(claim) < retry_at - time.time() * 1000
+    assert (await parts.archiver.archive([key], NOW_DUE)).skipped == 1
+
+    async def backed_off() -> bool:
+        return await redis.exists(claim) == 0
+
+    await eventually(backed_off, what="claim back-off over")
     failing = False
     assert (await parts.archiver.archive([key], NOW_DUE)).archived == 1
     assert await db.fetchval("SELECT count(*) FROM conversation_history") == 4

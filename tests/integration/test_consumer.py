@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from consumer import producer, service
+from consumer import migrate, producer, service
 from consumer.settings import Settings
 from tests import servers
 from tests.conftest import MakeSettings
@@ -150,3 +150,39 @@ async def test_pending_migrations_refuse_to_start(
                 pass
     finally:
         await servers.drop_database(pg_server.dsn(), "empty_db")
+
+
+async def test_starts_without_postgresql_and_holds_until_it_answers(
+    tmp_path: Path, make_settings: MakeSettings, redis: aioredis.Redis
+) -> None:
+    pg = servers.PostgresServer(tmp_path / "pg")
+    with pg:
+        await servers.create_database(pg.dsn(), "archive")
+        conn = await asyncpg.connect(pg.dsn("archive"))
+        await migrate.migrate(conn)
+        await conn.close()
+        pg.stop()
+        s = make_settings(database_url=pg.dsn("archive"), db_timeout="1s")
+        async with service.connected(s) as parts:
+            consumer = service.Consumer(parts)
+            task = asyncio.create_task(consumer.run())
+            key = P.key("outage", time.time() - 20)
+            await redis.set(key, payload("outage"), px=3_000)  # would expire during the outage
+
+            async def held() -> bool:
+                return await redis.pttl(key) > 10_000
+
+            await eventually(held, timeout=20, what="checkpoint held in Redis")
+            pg.start()
+
+            async def archived_now() -> bool:
+                return await redis.exists(key) == 0
+
+            await eventually(archived_now, timeout=30, what="archived once PostgreSQL is back")
+            consumer.stopping.set()
+            await asyncio.wait_for(task, timeout=15)
+        conn = await asyncpg.connect(pg.dsn("archive"))
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM conversation_history") == 4
+        finally:
+            await conn.close()

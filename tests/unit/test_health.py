@@ -189,3 +189,16 @@ def test_unhealthy_snapshot_fails_with_its_problems() -> None:
 
 def test_missing_snapshot_fails() -> None:
     assert health.verdict(None, max_age=35) == (False, "no health file")
+
+
+def test_a_database_outage_is_not_a_liveness_problem() -> None:
+    """A restart cannot fix PostgreSQL, and a restarted archiver holds nothing alive."""
+    import time as _time
+
+    state = health.State(
+        sweep_interval=3600, mode="events", subscribed=True, redis_ok=True,
+        database_ok=False, last_sweep_ok_at=_time.time(),
+    )  # fmt: skip
+    assert state.liveness_problems() == []
+    assert state.problems() == ["PostgreSQL unreachable"]
+    assert state.status() == "unhealthy"
