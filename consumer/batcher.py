@@ -48,14 +48,11 @@ class Batcher:
             received = min(h.received for h in due)
             outcome = await self.archiver.archive([h.key for h in due], self.due_ms, received)
             tally(self.state, outcome)
-        if arm:
+        if arm:  # keys already due are left to the deadline index (arm() schedules them)
             armed = await self.archiver.redis.arm(arm)
             metrics.SHADOWS_ARMED.labels(source="event").inc(
                 sum(1 for ms in armed.values() if ms > 0)
             )
-            now_due = [k for k, ms in armed.items() if ms == 0]
-            if now_due:
-                tally(self.state, await self.archiver.archive(now_due, self.due_ms))
         return outcome
 
 

@@ -123,8 +123,10 @@ async def sweep_once(settings: Settings) -> sweeper.SweepReport:
     """`archiver sweep`: one sweep, its health file, then exit."""
     state = health.State(sweep_interval=settings.sweep_interval, mode="sweep-only")
     async with connected(settings) as parts:
-        state.database_ok = state.redis_ok = True
+        state.redis_ok = True  # the sweep itself fails otherwise
+        state.database_ok = parts.store.schema_verified
         report = await parts.sweeper.sweep()
+        state.database_ok = parts.store.schema_verified and report.outcome.held == 0
     batcher.tally(state, report.outcome)
     if report.completed:
         state.last_sweep_ok_at = state.last_sweep_at = time.time()
