@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install servers lint test unit integration acceptance clean
+.PHONY: install servers lint test unit integration acceptance demo clean
 
 install: $(STAMP)
 
@@ -34,6 +34,9 @@ integration: install servers
 
 acceptance: install servers
 	$(BIN)/pytest tests/acceptance
+
+demo: install servers
+	$(BIN)/archiver demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -16,10 +16,10 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import asyncpg
 import click
@@ -357,19 +357,12 @@ def _describe_kept(console: Console, o: Options, ends: sandbox.Endpoints) -> Non
     console.print("\n".join(lines), markup=False)
 
 
-class Duration(click.ParamType):
-    """'30s', '250ms', '2m' or seconds, as seconds."""
-
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        try:
-            return settings.parse_duration(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-DURATION = Duration()
+def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float | None:
+    """Click callback: '30s', '250ms', '2m' or seconds, as seconds."""
+    try:
+        return None if value is None else settings.parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 def _sweep_interval(ttl: float, after: float) -> float:
@@ -458,6 +451,8 @@ def run(o: Options, console: Console) -> display.Report:
 )
 @click.option(
     "--spread",
+    callback=_duration,
+    metavar="DURATION",
     default="10s",
     show_default=True,
     envvar="ARCHIVER_DEMO_SPREAD",
@@ -466,6 +461,8 @@ def run(o: Options, console: Console) -> display.Report:
 )
 @click.option(
     "--ttl",
+    callback=_duration,
+    metavar="DURATION",
     default="30s",
     show_default=True,
     envvar="ARCHIVER_CHECKPOINT_TTL",
@@ -474,6 +471,8 @@ def run(o: Options, console: Console) -> display.Report:
 )
 @click.option(
     "--archive-after",
+    callback=_duration,
+    metavar="DURATION",
     default="15s",
     show_default=True,
     envvar="ARCHIVER_ARCHIVE_AFTER",
@@ -482,6 +481,8 @@ def run(o: Options, console: Console) -> display.Report:
 )
 @click.option(
     "--sweep-interval",
+    callback=_duration,
+    metavar="DURATION",
     default=None,
     envvar="ARCHIVER_SWEEP_INTERVAL",
     show_envvar=True,

@@ -274,14 +274,16 @@ def sample_table(rows: Iterable[Row]) -> Table:
 
 
 def render(console: Console, r: Report) -> None:
+    """The report; off a terminal each sentence stays on one line (for grep and logs)."""
+    whole = not console.is_terminal
     console.print(_totals(r))
     for note in _details(r):
-        console.print(Text(note), soft_wrap=True)
+        console.print(Text(note), soft_wrap=whole)
     style = "bold green" if r.nothing_lost else "bold red"
-    console.print(Text(verdict(r), style=style), soft_wrap=True)
+    console.print(Text(verdict(r), style=style), soft_wrap=whole)
     if r.sample:
         title = f"conversation {r.sample_id} read back from PostgreSQL ({r.sample_about}):"
-        console.print(Text(title, style="bold"), soft_wrap=True)
+        console.print(Text(title, style="bold"), soft_wrap=whole)
         console.print(sample_table(r.sample))
 
 

@@ -304,7 +304,7 @@ class Tally:
     def record(self, s: Script, n: int, key: str, written: Checkpoint) -> None:
         """Checkpoint `n` of `s` was written under `key`."""
         self.written += 1
-        self.shadowless += s.shadowless
+        self.shadowless += 1 if s.shadowless else 0
         self.conversations.add(s.conversation_id)
         self.keys.append(key)
         if written.carries is None:
@@ -331,10 +331,9 @@ class Workload:
         return self.scripts[0]
 
     async def run(self) -> None:
+        """Play every conversation; the first failure (Redis gone) is raised as it is."""
         try:
-            async with asyncio.TaskGroup() as group:
-                for s in self.scripts:
-                    group.create_task(self._play(s))
+            await asyncio.gather(*(self._play(s) for s in self.scripts))
         finally:
             self.tally.finished = True
 
