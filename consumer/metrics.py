@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-ARCHIVED = Counter("archiver_checkpoints_archived", "Checkpoints archived and deleted from Redis.")
+ARCHIVED = Counter(
+    "archiver_checkpoints_archived",
+    "Checkpoint values committed to PostgreSQL (then deleted from Redis unless rewritten meanwhile).",
+)
 MESSAGES = Counter("archiver_messages_archived", "Messages newly inserted into PostgreSQL.")
 DEAD_LETTERS = Counter("archiver_dead_letters", "Checkpoints moved to archive_dead_letters.")
 ERRORS = Counter("archiver_errors", "Failures, by stage.", ["stage"])

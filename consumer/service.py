@@ -157,6 +157,7 @@ class Consumer:
             due_ms=due_ms,
         )
         self.deadlines = deadlines.DeadlinePoller(parts.archiver.redis, self.queue, s)
+        self.sweeper = sweeper.Sweeper(parts.archiver, parts.store, s, index_polled=True)
         self._last_report = (time.time(), 0, 0, 0, 0)
 
     def tasks(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
@@ -213,7 +214,7 @@ class Consumer:
         self.state.last_sweep_at = time.time()
         try:
             await notifications.check_eviction(self.parts.redis)
-            report = await self.parts.sweeper.sweep()
+            report = await self.sweeper.sweep()
         except Exception as exc:  # a failed sweep is retried at the next trigger; health shows it
             metrics.SWEEPS.labels(result="failed").inc()
             metrics.ERRORS.labels(stage="sweep").inc()

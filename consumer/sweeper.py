@@ -24,7 +24,7 @@ class SweepReport:
 
     found: int = 0
     due: int = 0
-    shadows_repaired: int = 0
+    shadows_repaired: int = 0  # checkpoints whose shadow or deadline-index entry was put back
     outcome: model.BatchOutcome = field(default_factory=model.BatchOutcome)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration_s: float = 0.0
@@ -44,20 +44,36 @@ class SweepReport:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """Which checkpoints a sweep archives, in ms."""
+    """Which checkpoints a sweep archives, in ms: those that could expire before the next
+    sweep (due_ms); in `archiver run`, whose deadline poller archives indexed checkpoints on
+    time, only those already due (event_due_ms) among checkpoints with shadow and index entry."""
 
     due_ms: int
+    event_due_ms: int
     archive_after_ms: int
 
     @classmethod
     def of(cls, s: Settings) -> Window:
-        return cls(int((s.buffer + s.sweep_interval) * 1000), int(s.archive_after * 1000))
+        slack = 1000 + int(2 * s.deadline_poll * 1000)
+        return cls(
+            due_ms=int((s.buffer + s.sweep_interval) * 1000),
+            event_due_ms=int(s.buffer * 1000) + slack,
+            archive_after_ms=int(s.archive_after * 1000),
+        )
 
 
 class Sweeper:
     """One sweep at a time across replicas, under a leased lock."""
 
-    def __init__(self, archiver: archive.Archiver, store_: store.Store, settings: Settings) -> None:
+    def __init__(
+        self,
+        archiver: archive.Archiver,
+        store_: store.Store,
+        settings: Settings,
+        *,
+        index_polled: bool = False,
+    ) -> None:
+        self.index_polled = index_polled
         self.archiver = archiver
         self.redis = archiver.redis
         self.store = store_
@@ -113,27 +129,31 @@ class Sweeper:
             metrics.SHADOWS_ARMED.labels(source="sweep").inc(repaired)
 
     async def _classify(self, batch: Sequence[str]) -> tuple[list[str], list[str]]:
-        """Split keys into due ones and not-due ones whose shadow is missing."""
+        """Split keys into due ones and not-due ones missing their shadow or index entry."""
+        layout = self.redis.layout
         async with self.redis.client.pipeline(transaction=False) as pipe:
             for key in batch:
                 pipe.pttl(key)
-                pipe.exists(self.redis.layout.shadow(key))
+                pipe.exists(layout.shadow(key))
+                pipe.zscore(layout.deadlines, key)
             replies = await pipe.execute(raise_on_error=False)
         now = checkpoints.now_ms()
         due, unarmed = [], []
         for i, key in enumerate(batch):
-            pttl, has_shadow = replies[2 * i], replies[2 * i + 1]
+            pttl, shadow, indexed = replies[3 * i : 3 * i + 3]
             if not isinstance(pttl, int) or pttl == -2:
                 continue
-            if self._is_due(key, pttl, now):
+            hinted = shadow == 1 and indexed is not None
+            if self._is_due(key, pttl, now, hinted):
                 due.append(key)
-            elif not has_shadow:
+            elif not hinted:
                 unarmed.append(key)
         return due, unarmed
 
-    def _is_due(self, key: str, pttl: int, now: int) -> bool:
+    def _is_due(self, key: str, pttl: int, now: int, hinted: bool) -> bool:
         if pttl >= 0:
-            return pttl <= self.window.due_ms
+            trusted = self.index_polled and hinted
+            return pttl <= (self.window.event_due_ms if trusted else self.window.due_ms)
         info = self.redis.layout.parse(key)
         return info is not None and now - info.written_ts * 1000 >= self.window.archive_after_ms
 

@@ -7,7 +7,7 @@ import time
 import asyncpg
 import redis.asyncio as aioredis
 
-from consumer import service
+from consumer import service, sweeper
 from tests.conftest import sample
 from tests.integration.test_archive import P, payload
 
@@ -83,3 +83,34 @@ async def test_sweep_leaves_keys_of_other_types_alone(
     report = await parts.sweeper.sweep()
     assert report.outcome.errors == 1 and not report.ok
     assert await redis.exists(key) == 1
+
+
+async def test_in_run_mode_the_sweep_leaves_indexed_checkpoints_to_the_deadline_poller(
+    parts: service.Parts, redis: aioredis.Redis
+) -> None:
+    soon = P.key("soon", time.time() - 10)
+    await P.write(redis, soon, payload("soon"))  # shadow + index entry
+    await redis.pexpire(soon, 20_000)  # inside buffer + interval (25 s), not due yet (15 s)
+    lost_hints = P.key("lost-hints", time.time() - 10)
+    await redis.set(lost_hints, payload("lost-hints"), px=20_000)  # no shadow, no index entry
+
+    polled = sweeper.Sweeper(parts.archiver, parts.store, parts.settings, index_polled=True)
+    report = await polled.sweep()
+    assert report.outcome.archived == 1
+    assert await redis.exists(soon) == 1  # the poller archives it when it comes due
+    assert await redis.exists(lost_hints) == 0
+
+    cron = await parts.sweeper.sweep()  # `archiver sweep`: nobody polls the index
+    assert cron.outcome.archived == 1
+    assert await redis.exists(soon) == 0
+
+
+async def test_sweep_repairs_a_missing_index_entry(
+    parts: service.Parts, redis: aioredis.Redis
+) -> None:
+    key = P.key("unindexed", time.time())
+    await P.write(redis, key, payload("unindexed"))
+    await redis.zrem(parts.archiver.redis.layout.deadlines, key)
+    report = await parts.sweeper.sweep()
+    assert report.shadows_repaired == 1  # counts shadows or index entries put back
+    assert await redis.zscore(parts.archiver.redis.layout.deadlines, key) is not None
