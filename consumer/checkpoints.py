@@ -54,8 +54,20 @@ class Finished:
     result: int
 
 
+CHUNK = 500  # checkpoints per script call: bounds how long one call blocks Redis
+
+
+def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
+    return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+
+
 class Checkpoints:
-    """Pipelined, scripted operations on checkpoint keys and their companions."""
+    """Scripted operations on many checkpoint keys and their companions at once.
+
+    Each script takes a batch of checkpoints (one call per CHUNK keys): one round trip and
+    one command to encode instead of one per key. Under Redis Cluster a batch must first be
+    split by hash slot (our companion keys share their checkpoint's slot).
+    """
 
     def __init__(self, client: Redis, layout: keys.Layout, timing: Timing) -> None:
         self.client = client
@@ -69,58 +81,59 @@ class Checkpoints:
     def script(self, name: str) -> AsyncScript:
         return self._scripts[name]
 
+    def _ages(self, batch: Sequence[str], now: int) -> list[int]:
+        ages = []
+        for key in batch:
+            info = self.layout.parse(key)
+            ages.append(now - int(info.written_ts * 1000) if info else 0)
+        return ages
+
+    async def _run(self, name: str, batches: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run a script once per batch, pipelined; replies concatenated in order."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for keys_, args in batches:
+                await self.script(name)(keys=keys_, args=args, client=pipe)
+            replies = await pipe.execute()
+        return [reply for batch in replies for reply in batch]
+
     async def claim(self, requests: Sequence[str], token: str, due_ms: int) -> list[model.Claim]:
         """Claim each due key (one round trip); keys not due get their shadow re-armed."""
-        t = self.timing
-        now = now_ms()
-        async with self.client.pipeline(transaction=False) as pipe:
-            for key in requests:
-                info = self.layout.parse(key)
-                age = now - int(info.written_ts * 1000) if info else 0
-                keys_ = [key, self.layout.claim(key), self.layout.shadow(key)]
-                args: list[str | int] = [
-                    token,
-                    t.lease_ms,
-                    t.hold_ms,
-                    due_ms,
-                    t.buffer_ms,
-                    age,
-                    t.archive_after_ms,
-                ]
-                await self.script("claim")(keys=keys_, args=args, client=pipe)
-            replies = await pipe.execute(raise_on_error=False)
+        t, now, layout = self.timing, now_ms(), self.layout
+        head = [token, t.lease_ms, t.hold_ms, due_ms, t.buffer_ms, t.archive_after_ms]
+        batches = [
+            (
+                [k for key in chunk for k in (key, layout.claim(key), layout.shadow(key))],
+                head + self._ages(chunk, now),
+            )
+            for chunk in _chunks(requests)
+        ]
+        replies = await self._run("claim", batches) if requests else []
         return [_claim_of(key, reply) for key, reply in zip(requests, replies, strict=True)]
 
     async def finish(self, done: Sequence[tuple[str, str]], token: str) -> list[Finished]:
         """Compare-and-delete each (key, digest) and drop it from the deadline index."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for key, sha in done:
-                keys_ = [key, self.layout.shadow(key), self.layout.claim(key)]
-                await self.script("finish")(keys=keys_, args=[sha, token], client=pipe)
-            replies = await pipe.execute(raise_on_error=False)
-        await self.unschedule(
-            [key for (key, _), r in zip(done, replies, strict=True) if r in (1, -1)]
-        )
-        return [
-            Finished(k, r if isinstance(r, int) else 0)
-            for (k, _), r in zip(done, replies, strict=True)
-        ]
+        layout, batches = self.layout, []
+        for i in range(0, len(done), CHUNK):
+            chunk = done[i : i + CHUNK]
+            keys_ = [k for key, _ in chunk for k in (key, layout.shadow(key), layout.claim(key))]
+            batches.append((keys_, [token, *(sha for _, sha in chunk)]))
+        replies = await self._run("finish", batches) if done else []
+        await self.unschedule([key for (key, _), r in zip(done, replies, strict=True) if r != 0])
+        return [Finished(key, int(r)) for (key, _), r in zip(done, replies, strict=True)]
 
     async def arm(self, checkpoint_keys: Sequence[str]) -> dict[str, int]:
         """(Re)create shadows from remaining TTLs and index their deadlines: key -> shadow ms
         (0: due now, -2: gone, -3: claimed by an archiver, which re-arms it itself)."""
-        t, now = self.timing, now_ms()
-        async with self.client.pipeline(transaction=False) as pipe:
-            for key in checkpoint_keys:
-                info = self.layout.parse(key)
-                age = now - int(info.written_ts * 1000) if info else 0
-                await self.script("arm")(
-                    keys=[key, self.layout.shadow(key), self.layout.claim(key)],
-                    args=[t.buffer_ms, age, t.archive_after_ms],
-                    client=pipe,
-                )
-            replies = await pipe.execute(raise_on_error=False)
-        armed = {k: r for k, r in zip(checkpoint_keys, replies, strict=True) if isinstance(r, int)}
+        t, now, layout = self.timing, now_ms(), self.layout
+        batches = [
+            (
+                [k for key in chunk for k in (key, layout.shadow(key), layout.claim(key))],
+                [t.buffer_ms, t.archive_after_ms, *self._ages(chunk, now)],
+            )
+            for chunk in _chunks(checkpoint_keys)
+        ]
+        replies = await self._run("arm", batches) if checkpoint_keys else []
+        armed = {k: int(r) for k, r in zip(checkpoint_keys, replies, strict=True)}
         await self.schedule({k: now + ms for k, ms in armed.items() if ms > 0})
         due = [k for k, ms in armed.items() if ms == 0]
         if due:  # keep a retry time already set (nx): the poller archives it when due
@@ -139,20 +152,28 @@ class Checkpoints:
     async def hold(self, held: dict[str, tuple[str, int]], token: str, backoff_ms: int) -> None:
         """After a failed archive: key -> (digest, hold-until ms). Our claims stay for
         `backoff_ms` so that nothing retries these keys before their scheduled retry."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for key, (sha, until) in held.items():
-                keys_ = [key, self.layout.claim(key)]
-                args: list[str | int] = [until, sha, token, backoff_ms]
-                await self.script("hold")(keys=keys_, args=args, client=pipe)
-            await pipe.execute(raise_on_error=False)
+        items = list(held.items())
+        batches = []
+        for i in range(0, len(items), CHUNK):
+            chunk = items[i : i + CHUNK]
+            keys_ = [k for key, _ in chunk for k in (key, self.layout.claim(key))]
+            args: list[Any] = [token, backoff_ms]
+            for _, (sha, until) in chunk:
+                args += [until, sha]
+            batches.append((keys_, args))
+        if batches:
+            await self._run_flat("hold", batches)
 
     async def release(self, claimed: Sequence[str], token: str) -> None:
+        batches = [([self.layout.claim(k) for k in chunk], [token]) for chunk in _chunks(claimed)]
+        if batches:
+            await self._run_flat("release", batches)
+
+    async def _run_flat(self, name: str, batches: list[tuple[list[str], list[Any]]]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
-            for key in claimed:
-                await self.script("release")(
-                    keys=[self.layout.claim(key)], args=[token], client=pipe
-                )
-            await pipe.execute(raise_on_error=False)
+            for keys_, args in batches:
+                await self.script(name)(keys=keys_, args=args, client=pipe)
+            await pipe.execute()
 
     async def take_due(self, limit: int, retry_after_ms: int) -> list[str]:
         now = now_ms()

@@ -1,10 +1,16 @@
--- Keep a due checkpoint alive after a failed archive: set its expiry to hold_until (bounded by
--- MAX_HOLD by the caller) if it still holds the value we claimed. Our claim stays for
--- backoff_ms, so that the TTL change's own `expire` event does not retry it at once.
--- KEYS: checkpoint, claim; ARGV: hold_until_ms, sha1 of the claimed value, token, backoff_ms
-local value = redis.call('GET', KEYS[1])
-if value and redis.sha1hex(value) == ARGV[2] and redis.call('PTTL', KEYS[1]) >= 0 then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+-- Keep due checkpoints alive after a failed archive: set each one's expiry to its hold_until
+-- (bounded by MAX_HOLD by the caller) if it still holds the value we claimed. Our claim stays
+-- for backoff_ms, so that the TTL change's own `expire` event does not retry it at once.
+-- KEYS: for each checkpoint, two keys: checkpoint, claim
+-- ARGV: token, backoff_ms, then for each checkpoint: hold_until_ms, sha1 of the claimed value
+local token, backoff = ARGV[1], ARGV[2]
+for i = 1, #KEYS, 2 do
+  local checkpoint, lock = KEYS[i], KEYS[i + 1]
+  local until_ms, sha = ARGV[2 + i], ARGV[3 + i]
+  local value = redis.pcall('GET', checkpoint)  -- pcall: a key replaced by another type
+  if type(value) == 'string' and redis.sha1hex(value) == sha and redis.call('PTTL', checkpoint) >= 0 then
+    redis.call('PEXPIREAT', checkpoint, until_ms)
+  end
+  if redis.call('GET', lock) == token then redis.call('PEXPIRE', lock, backoff) end
 end
-if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
-return 1
+return #KEYS / 2

@@ -1,4 +1,7 @@
--- Release a lease (claim or sweep lock) if we still hold it.
--- KEYS: lease; ARGV: token
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+-- Release leases (claims or the sweep lock) that we still hold.
+-- KEYS: the leases; ARGV: token
+local released = 0
+for _, lease in ipairs(KEYS) do
+  if redis.call('GET', lease) == ARGV[1] then released = released + redis.call('DEL', lease) end
+end
+return released
