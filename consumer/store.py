@@ -13,7 +13,7 @@ import orjson
 from consumer import checkpoints, migrate, model, queries
 
 _STAGING_COLUMNS = (
-    "ordinal", "tenant_id", "customer_id", "user_id", "conversation_id", "timestamp",
+    "ordinal", "tenant_id", "customer_id", "user_id", "conversation_id", "timestamp", "ts_known",
     "message_role", "message_content", "metadata", "message_key", "source_key",
 )  # fmt: skip
 
@@ -105,14 +105,17 @@ class Store:
                 await conn.execute(queries.get("insert_dead_letters"), *_dead_columns(dead))
             if not batch:
                 return {}
-            late = await conn.fetch(
-                queries.get("lock_conversations"), *_conversation_columns(batch)
-            )
+            ids = await conn.fetch(queries.get("lock_conversations"), *_conversation_columns(batch))
+            late = [r for r in ids if r["identified_now"]]
             if late:
                 pairs = [[r["tenant_id"] for r in late], [r["conversation_id"] for r in late]]
                 await conn.execute(queries.get("backfill_customer"), *pairs)
+            known = {
+                (r["tenant_id"], r["conversation_id"]): (r["customer_id"], r["user_id"])
+                for r in ids
+            }
             await conn.copy_records_to_table(
-                "archiver_staging", records=_staging_rows(batch), columns=_STAGING_COLUMNS
+                "archiver_staging", records=_staging_rows(batch, known), columns=_STAGING_COLUMNS
             )
             rows = await conn.fetch(queries.get("insert_messages"))
         counts = {c.source_key: 0 for c in batch}
@@ -170,13 +173,18 @@ def _conversation_columns(batch: Sequence[model.Checkpoint]) -> list[list[str | 
     ]
 
 
-def _staging_rows(batch: Sequence[model.Checkpoint]) -> Iterable[tuple[Any, ...]]:
+def _staging_rows(
+    batch: Sequence[model.Checkpoint], known: dict[tuple[str, str], tuple[str | None, str | None]]
+) -> Iterable[tuple[Any, ...]]:
+    """Rows for COPY; customer and user as the conversation row holds them after the upsert."""
     ordinal = 0
     for c in batch:
+        customer, user = known[(c.tenant_id, c.conversation_id)]
         for m in c.messages:
             ordinal += 1
+            ts_known = m.metadata.get("timestamp_source") != "checkpoint"
             yield (
-                ordinal, c.tenant_id, c.customer_id, c.user_id, c.conversation_id, m.timestamp,
+                ordinal, c.tenant_id, customer, user, c.conversation_id, m.timestamp, ts_known,
                 m.role, m.content, orjson.dumps(m.metadata).decode(), m.key, c.source_key,
             )  # fmt: skip
 

@@ -11,6 +11,7 @@ CREATE TEMP TABLE IF NOT EXISTS archiver_staging (
     user_id          text,
     conversation_id  text,
     "timestamp"      timestamptz,
+    ts_known         boolean,
     message_role     text,
     message_content  text,
     metadata         jsonb,
@@ -20,10 +21,14 @@ CREATE TEMP TABLE IF NOT EXISTS archiver_staging (
 
 -- name: lock_conversations
 -- Upsert first: the row locks serialise concurrent archivers of one conversation, in key order.
--- Returns the conversations whose customer was unknown until this batch (to backfill).
+-- Returns each conversation's ids as stored now, and whether its customer was identified by
+-- this batch (its earlier rows are then back-filled).
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
         AS t(tenant_id, conversation_id, customer_id, user_id)
+), before AS (
+    SELECT c.tenant_id, c.conversation_id, c.customer_id
+    FROM conversations c JOIN input i USING (tenant_id, conversation_id)
 ), upsert AS (
     INSERT INTO conversations AS c (tenant_id, conversation_id, customer_id, user_id)
     SELECT * FROM input ORDER BY 1, 2
@@ -31,33 +36,36 @@ WITH input AS (
         SET customer_id = coalesce(excluded.customer_id, c.customer_id),
             user_id = coalesce(excluded.user_id, c.user_id),
             last_archived_at = now()
-    RETURNING 1
+    RETURNING tenant_id, conversation_id, customer_id, user_id
 )
-SELECT i.tenant_id, i.conversation_id
-FROM input i JOIN conversations c USING (tenant_id, conversation_id)
-WHERE c.customer_id IS NULL AND i.customer_id IS NOT NULL;
+SELECT u.tenant_id, u.conversation_id, u.customer_id, u.user_id,
+       (b.conversation_id IS NOT NULL AND b.customer_id IS NULL AND u.customer_id IS NOT NULL)
+           AS identified_now
+FROM upsert u LEFT JOIN before b USING (tenant_id, conversation_id);
 
 -- name: insert_messages
--- New messages only: one row per identity even if a batch carries it twice.
+-- New messages only, one row per identity. A message with its own timestamp is deduplicated
+-- by the unique identity index (ON CONFLICT); one whose timestamp came from its checkpoint
+-- (which differs between checkpoints) is checked by identity alone, under the row lock.
 WITH fresh AS (
-    SELECT DISTINCT ON (s.tenant_id, s.conversation_id, s.message_key) s.*
-    FROM archiver_staging s
-    WHERE NOT EXISTS (
-        SELECT 1 FROM conversation_history h
-        WHERE h.tenant_id = s.tenant_id
-          AND h.conversation_id = s.conversation_id
-          AND h.message_key = s.message_key)
-    ORDER BY s.tenant_id, s.conversation_id, s.message_key, s.ordinal
+    SELECT s.* FROM archiver_staging s WHERE s.ts_known
+    UNION ALL
+    (SELECT DISTINCT ON (s.tenant_id, s.conversation_id, s.message_key) s.*
+     FROM archiver_staging s
+     WHERE NOT s.ts_known AND NOT EXISTS (
+         SELECT 1 FROM conversation_history h
+         WHERE h.tenant_id = s.tenant_id
+           AND h.conversation_id = s.conversation_id
+           AND h.message_key = s.message_key)
+     ORDER BY s.tenant_id, s.conversation_id, s.message_key, s.ordinal)
 ), ins AS (
     INSERT INTO conversation_history (
         tenant_id, customer_id, user_id, conversation_id, "timestamp", message_role,
         message_content, metadata, message_key, source_key)
-    SELECT f.tenant_id, coalesce(f.customer_id, c.customer_id), coalesce(f.user_id, c.user_id),
-           f.conversation_id, f."timestamp", f.message_role, f.message_content, f.metadata,
-           f.message_key, f.source_key
-    FROM fresh f
-    JOIN conversations c USING (tenant_id, conversation_id)
-    ORDER BY f.ordinal
+    SELECT tenant_id, customer_id, user_id, conversation_id, "timestamp", message_role,
+           message_content, metadata, message_key, source_key
+    FROM fresh
+    ORDER BY ordinal
     ON CONFLICT DO NOTHING
     RETURNING tenant_id, conversation_id, "timestamp", source_key
 ), counted AS (
