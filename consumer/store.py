@@ -13,7 +13,7 @@ import orjson
 from consumer import checkpoints, migrate, model, queries
 
 _STAGING_COLUMNS = (
-    "ordinal", "tenant_id", "customer_id", "user_id", "conversation_id", "timestamp", "ts_known",
+    "ordinal", "tenant_id", "customer_id", "user_id", "conversation_id", "timestamp", "keyed_by_time",
     "message_role", "message_content", "metadata", "message_key", "source_key",
 )  # fmt: skip
 
@@ -182,9 +182,9 @@ def _staging_rows(
         customer, user = known[(c.tenant_id, c.conversation_id)]
         for m in c.messages:
             ordinal += 1
-            ts_known = m.metadata.get("timestamp_source") != "checkpoint"
+            by_time = m.key.startswith("h:") and m.metadata.get("timestamp_source") != "checkpoint"
             yield (
-                ordinal, c.tenant_id, customer, user, c.conversation_id, m.timestamp, ts_known,
+                ordinal, c.tenant_id, customer, user, c.conversation_id, m.timestamp, by_time,
                 m.role, m.content, orjson.dumps(m.metadata).decode(), m.key, c.source_key,
             )  # fmt: skip
 

@@ -11,7 +11,7 @@ CREATE TEMP TABLE IF NOT EXISTS archiver_staging (
     user_id          text,
     conversation_id  text,
     "timestamp"      timestamptz,
-    ts_known         boolean,
+    keyed_by_time    boolean,
     message_role     text,
     message_content  text,
     metadata         jsonb,
@@ -44,15 +44,16 @@ SELECT u.tenant_id, u.conversation_id, u.customer_id, u.user_id,
 FROM upsert u LEFT JOIN before b USING (tenant_id, conversation_id);
 
 -- name: insert_messages
--- New messages only, one row per identity. A message with its own timestamp is deduplicated
--- by the unique identity index (ON CONFLICT); one whose timestamp came from its checkpoint
--- (which differs between checkpoints) is checked by identity alone, under the row lock.
+-- New messages only, one row per identity. A message identified by its content and its own
+-- timestamp is deduplicated by the unique identity index (ON CONFLICT). One identified by an
+-- id (whose timestamp may be re-serialised differently by a later checkpoint), or whose
+-- timestamp came from its checkpoint, is checked by identity alone, under the row lock.
 WITH fresh AS (
-    SELECT s.* FROM archiver_staging s WHERE s.ts_known
+    SELECT s.* FROM archiver_staging s WHERE s.keyed_by_time
     UNION ALL
     (SELECT DISTINCT ON (s.tenant_id, s.conversation_id, s.message_key) s.*
      FROM archiver_staging s
-     WHERE NOT s.ts_known AND NOT EXISTS (
+     WHERE NOT s.keyed_by_time AND NOT EXISTS (
          SELECT 1 FROM conversation_history h
          WHERE h.tenant_id = s.tenant_id
            AND h.conversation_id = s.conversation_id

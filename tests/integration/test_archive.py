@@ -295,3 +295,19 @@ async def test_hold_never_exceeds_max_hold(parts: service.Parts, redis: aioredis
     parts.store.write = down  # type: ignore[method-assign]
     await parts.archiver.archive([key], NOW_DUE)
     assert 1000 < await redis.pttl(key) <= 6000
+
+
+async def test_a_message_id_is_one_row_even_if_its_timestamp_is_reserialised(
+    parts: service.Parts, redis: aioredis.Redis, db: asyncpg.Connection
+) -> None:
+    stamps = [
+        "2026-11-21T10:00:00Z",
+        "2026-11-21T11:00:00.000+01:00",
+        "2026-11-21T10:00:00.000001Z",
+    ]
+    for i, stamp in enumerate(stamps):
+        key = P.key("drift", time.time() - 10 + i)
+        message = {"id": "m-1", "role": "user", "content": "hi", "timestamp": stamp}
+        await P.write(redis, key, orjson.dumps({"messages": [message]}))
+        await parts.archiver.archive([key], NOW_DUE)
+    assert await db.fetchval("SELECT count(*) FROM conversation_history") == 1
