@@ -3,6 +3,7 @@ claim -> read -> decode -> insert (idempotent) -> commit -> compare-and-delete."
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ class Policy:
     checkpoint_ttl_ms: int
     buffer_ms: int
     sweep_interval_ms: int
+    write_timeout: float
 
     @classmethod
     def of(cls, s: Settings) -> Policy:
@@ -47,6 +49,7 @@ class Policy:
             checkpoint_ttl_ms=int(s.checkpoint_ttl * 1000),
             buffer_ms=int(s.buffer * 1000),
             sweep_interval_ms=int(s.sweep_interval * 1000),
+            write_timeout=3 * s.db_timeout,
         )
 
 
@@ -155,7 +158,8 @@ class Archiver:
         """Write the batch; if PostgreSQL refuses the data, split it so one bad checkpoint
         fails alone, and dead-letter that one with its raw bytes."""
         try:
-            return await self.store.write(batch, dead), []
+            async with asyncio.timeout(self.policy.write_timeout):  # a hung server, too
+                return await self.store.write(batch, dead), []
         except asyncpg.PostgresError as exc:
             if store.is_transient(exc) or not batch:
                 raise
