@@ -59,13 +59,23 @@ class Listener:
                 socket_connect_timeout=self.settings.redis_timeout,
                 socket_timeout=self.settings.redis_timeout,
             )
+            pubsub = None
             try:
                 pubsub = await self._subscribe_with_retry(client)
                 await self._consume(client, pubsub)
             except CONNECTION_ERRORS as exc:
                 self._lost(exc)
             finally:
-                await client.aclose()
+                await self._close(client, pubsub)
+
+    async def _close(self, client: aioredis.Redis, pubsub: Any) -> None:
+        """Stop the self-test and close both connections (also when cancelled)."""
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            await asyncio.gather(self._probe_task, return_exceptions=True)
+        if pubsub is not None:
+            await pubsub.aclose()
+        await client.aclose()
 
     def _lost(self, exc: BaseException) -> None:
         self.state.subscribed = False
