@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install servers lint test unit integration acceptance demo clean
+.PHONY: install servers lint test unit integration acceptance demo bench clean
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ acceptance: install servers
 
 demo: install servers
 	$(BIN)/archiver demo
+
+bench: install servers
+	$(BIN)/python -m ops.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -1,0 +1,103 @@
+"""What to run and how big: command-line flags, with a full and a `--quick` preset."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+SCENARIOS = ("throughput", "naive", "latency", "sweep", "memory")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Sizes and switches of one benchmark run."""
+
+    json_path: Path = Path("bench-results.json")
+    quick: bool = False
+    only: tuple[str, ...] = SCENARIOS
+    messages: int = 10
+    content_chars: int = 200
+    throughput_n: int = 50_000
+    floor_batch: int = 500
+    floor_connections: int = 2
+    naive_n: int = 5_000
+    latency_rate: int = 1_000
+    latency_seconds: float = 60.0
+    latency_lead_s: float = 3.0
+    background: int = 1_000_000
+    sweep_keys: int = 1_000_000
+    memory_n: int = 200_000
+    memory_spread_s: float = 3.0
+    memory_buffer_s: float = 180.0
+    pg_fsync: bool = True
+    profile: Path | None = None
+    workdir: Path | None = None
+    keep: bool = False
+
+
+QUICK = {
+    "throughput_n": 2_000,
+    "naive_n": 300,
+    "latency_rate": 200,
+    "latency_seconds": 10.0,
+    "background": 20_000,
+    "sweep_keys": 20_000,
+    "memory_n": 5_000,
+    "memory_buffer_s": 30.0,
+}
+
+_HELP = {
+    "messages": "messages per checkpoint",
+    "content_chars": "characters per message content (about)",
+    "throughput_n": "throughput: due checkpoints archived by `archiver run`",
+    "floor_batch": "floor: checkpoints per COPY + INSERT transaction (as ARCHIVER_BATCH_SIZE)",
+    "floor_connections": "floor: concurrent connections (as ARCHIVER_WORKERS)",
+    "naive_n": "naive: checkpoints archived the seed's way (a subset of the throughput data)",
+    "latency_rate": "latency: checkpoints coming due per second",
+    "latency_seconds": "latency: how long checkpoints keep coming due",
+    "latency_lead_s": "latency: how long before its due moment a checkpoint is written",
+    "background": "latency: live checkpoints (+ shadows, long TTLs) sitting in Redis",
+    "sweep_keys": "sweep: checkpoint keys (+ shadows), none due",
+    "memory_n": "memory: shadows expiring in a burst",
+    "memory_spread_s": "memory: the burst's length in seconds",
+    "memory_buffer_s": "memory: time from shadow expiry to checkpoint expiry (the buffer)",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ops.bench",
+        description="Benchmark the archiver on private Redis and PostgreSQL servers.",
+    )
+    p.add_argument("--json", dest="json_path", type=Path, default=Path("bench-results.json"),
+                   help="where to write the results (default: %(default)s)")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="small sizes everywhere (~1 minute)")
+    p.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS),
+                   metavar="SCENARIO", help=f"scenarios to run, of {', '.join(SCENARIOS)}")  # fmt: skip
+    defaults = {f.name: f.default for f in fields(Config)}
+    for name, text in _HELP.items():
+        kind = float if isinstance(defaults[name], float) else int
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                       help=f"{text} (default {defaults[name]}, quick {QUICK.get(name, '=')})")  # fmt: skip
+    p.add_argument("--no-pg-fsync", dest="pg_fsync", action="store_false",
+                   help="PostgreSQL with fsync=off like the tests (default: fsync on)")  # fmt: skip
+    p.add_argument("--profile", type=Path, default=None,
+                   help="py-spy the archiver during `throughput`; write profiles to this folder")  # fmt: skip
+    p.add_argument(
+        "--workdir", type=Path, default=None, help="logs and server files (default: temp)"
+    )
+    p.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
+    return p
+
+
+def parse(argv: list[str] | None = None) -> Config:
+    args = vars(parser().parse_args(argv))
+    preset = QUICK if args["quick"] else {}
+    values: dict[str, Any] = {}
+    for f in fields(Config):
+        given = args.get(f.name)
+        values[f.name] = given if given is not None else preset.get(f.name, f.default)
+    values["only"] = tuple(s for s in SCENARIOS if s in args["only"])
+    return Config(**values)

@@ -1,0 +1,142 @@
+"""Targets, the JSON document and the readable table."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    path: str
+    op: str
+    limit: float | bool
+
+    @property
+    def scenario(self) -> str:
+        return self.path.split(".", 1)[0]
+
+
+TARGETS = (
+    Target("throughput.ratio_vs_floor", ">=", 0.6),
+    Target("naive.ratio_vs_naive", ">=", 10),
+    Target("latency.archive_ms.p99", "<=", 250),
+    Target("latency.due_to_archived_ms.p99", "<=", 5000),
+    Target("sweep.sweep_s", "<=", 20),
+    Target("sweep.redis_ping_p99_ms", "<=", 5),
+    Target("memory.peak_rss_mb", "<=", 200),
+    Target("memory.all_archived_before_ttl", "==", True),
+)
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "==": operator.eq,
+}
+# What the table shows besides the targets: (path, label).
+SHOWN = (
+    ("throughput.ckpt_per_s", "archiver checkpoints/s"),
+    ("throughput.msgs_per_s", "archiver messages/s"),
+    ("throughput.floor_rows_per_s", "floor rows/s (COPY + INSERT ON CONFLICT)"),
+    ("throughput.ratio_vs_floor", "messages/s ÷ floor rows/s"),
+    ("naive.ckpt_per_s", "naive checkpoints/s (seed design)"),
+    ("naive.ratio_vs_naive", "archiver ÷ naive checkpoints/s"),
+    ("naive.floor_vs_naive", "floor ÷ naive (the most any archiver gets here)"),
+    ("latency.due_to_archived_ms.p50", "due → archived_at p50 (ms)"),
+    ("latency.due_to_archived_ms.p99", "due → archived_at p99 (ms)"),
+    ("latency.due_to_archived_ms.max", "due → archived_at max (ms)"),
+    ("latency.due_to_deleted_ms.p99", "due → DEL seen p99 (ms, commit upper bound)"),
+    ("latency.archive_ms.p50", "archive_ms p50 (trigger → commit + delete)"),
+    ("latency.archive_ms.p99", "archive_ms p99"),
+    ("latency.archive_ms.max", "archive_ms max"),
+    ("sweep.sweep_s", "sweep duration (s)"),
+    ("sweep.redis_ping_p99_ms", "Redis PING p99 during the sweep (ms)"),
+    ("memory.peak_rss_mb", "consumer peak RSS (MB, VmHWM)"),
+    ("memory.all_archived_before_ttl", "all archived before their TTL"),
+    ("memory.missing", "checkpoints expired unarchived"),
+)
+
+
+def lookup(results: dict[str, Any], path: str) -> Any:
+    node: Any = results
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def judge(results: dict[str, Any], ran: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Each target with its value and pass (None when its scenario was not run)."""
+    judged = []
+    for t in TARGETS:
+        value = lookup(results, t.path)
+        passed: bool | None = None
+        if t.scenario in ran:
+            passed = value is not None and bool(_OPS[t.op](value, t.limit))
+        judged.append(
+            {"name": t.path, "value": value, "op": t.op, "limit": t.limit, "pass": passed}
+        )
+    return judged
+
+
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _verdict(target: dict[str, Any] | None) -> str:
+    if target is None:
+        return ""
+    if target["pass"] is None:
+        return "[dim]not run[/dim]"
+    limit = _shown(target["limit"])
+    return (
+        f"[green]pass[/green] ({target['op']} {limit})"
+        if target["pass"]
+        else (f"[bold red]FAIL[/bold red] ({target['op']} {limit})")
+    )
+
+
+def table(results: dict[str, Any]) -> Table:
+    targets = {t["name"]: t for t in results.get("targets", [])}
+    out = Table(title="conversation-archiver benchmark", show_lines=False)
+    for column in ("scenario", "metric", "value", "target"):
+        out.add_column(column, justify="right" if column == "value" else "left")
+    for path, label in SHOWN:
+        scenario = path.split(".", 1)[0]
+        if scenario not in results:
+            continue
+        out.add_row(scenario, label, _shown(lookup(results, path)), _verdict(targets.get(path)))
+    for scenario, result in results.items():
+        if isinstance(result, dict) and "error" in result:
+            out.add_row(scenario, "[red]error[/red]", "", str(result["error"])[:80])
+    return out
+
+
+def render(results: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(table(results))
+    meta = results.get("meta", {})
+    console.print(
+        f"total {meta.get('total_s', 0):.0f}s; {meta.get('targets_passed')} of"
+        f" {meta.get('targets_judged')} targets met"
+        + ("; QUICK sizes: the targets are meant for the full sizes" if meta.get("quick") else "")
+        + ("; INTERRUPTED" if meta.get("interrupted") else "")
+    )

@@ -1,0 +1,87 @@
+"""`python -m ops.bench --quick` end to end at a tiny size: it runs every scenario, writes a
+JSON document with every key of the benchmark's specification and a verdict per target, and
+leaves no process behind. Speed is never asserted here: only the shape of the results."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "--quick", "--throughput-n", "300", "--naive-n", "50", "--latency-rate", "50",
+    "--latency-seconds", "3", "--latency-lead-s", "1", "--background", "2000",
+    "--sweep-keys", "2000", "--memory-n", "300", "--memory-buffer-s", "30",
+]  # fmt: skip
+NUMBERS = {
+    "throughput": ("ckpt_per_s", "msgs_per_s", "floor_rows_per_s", "ratio_vs_floor"),
+    "naive": ("ckpt_per_s", "ratio_vs_naive"),
+    "latency": tuple(
+        f"{name}.{q}"
+        for name in ("due_to_archived_ms", "archive_ms")
+        for q in ("p50", "p99", "max")
+    ),
+    "sweep": ("sweep_s", "redis_ping_p99_ms"),
+    "memory": ("peak_rss_mb",),
+}
+TARGETS = {
+    "throughput.ratio_vs_floor",
+    "naive.ratio_vs_naive",
+    "latency.archive_ms.p99",
+    "latency.due_to_archived_ms.p99",
+    "sweep.sweep_s",
+    "sweep.redis_ping_p99_ms",
+    "memory.peak_rss_mb",
+    "memory.all_archived_before_ttl",
+}
+
+
+def lookup(document: dict[str, Any], path: str) -> Any:
+    node: Any = document
+    for part in path.split("."):
+        assert isinstance(node, dict), f"{path}: {part} is not inside an object"
+        assert part in node, f"{path}: {part} missing"
+        node = node[part]
+    return node
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line or environment names `text` (ours: the work dir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in seen:
+            found.append(int(entry.name))
+    return found
+
+
+def test_quick_bench_writes_every_key_and_a_verdict_per_target(tmp_path: Path) -> None:
+    out, work = tmp_path / "bench.json", tmp_path / "work"
+    argv = [sys.executable, "-m", "ops.bench", *TINY, "--json", str(out), "--workdir", str(work)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = orjson.loads(out.read_bytes())
+    for scenario, names in NUMBERS.items():
+        assert "error" not in results[scenario], results[scenario]
+        for name in names:
+            value = lookup(results, f"{scenario}.{name}")
+            assert isinstance(value, int | float) and not isinstance(value, bool), (name, value)
+    memory = results["memory"]
+    assert isinstance(memory["all_archived_before_ttl"], bool)
+    assert memory["archived"] + memory["missing"] == memory["checkpoints"] == 300
+    assert results["throughput"]["rows"] == results["throughput"]["expected_rows"]
+    verdicts = {t["name"]: t["pass"] for t in results["targets"]}
+    assert set(verdicts) == TARGETS
+    assert all(isinstance(v, bool) for v in verdicts.values()), verdicts
+    assert results["meta"]["quick"] is True
+    assert processes_mentioning(str(tmp_path)) == []
