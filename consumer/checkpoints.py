@@ -75,13 +75,22 @@ class Checkpoints:
         self.timing = timing
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(lua(name))
-            for name in ("claim", "finish", "arm", "hold", "release", "renew", "take_due")
+            for name in (
+                "claim",
+                "finish",
+                "arm",
+                "hold",
+                "release",
+                "renew",
+                "take_due",
+                "classify",
+            )
         }
 
     def script(self, name: str) -> AsyncScript:
         return self._scripts[name]
 
-    def _ages(self, batch: Sequence[str], now: int) -> list[int]:
+    def ages(self, batch: Sequence[str], now: int) -> list[int]:
         ages = []
         for key in batch:
             info = self.layout.parse(key)
@@ -103,7 +112,7 @@ class Checkpoints:
         batches = [
             (
                 [k for key in chunk for k in (key, layout.claim(key), layout.shadow(key))],
-                head + self._ages(chunk, now),
+                head + self.ages(chunk, now),
             )
             for chunk in _chunks(requests)
         ]
@@ -128,7 +137,7 @@ class Checkpoints:
         batches = [
             (
                 [k for key in chunk for k in (key, layout.shadow(key), layout.claim(key))],
-                [t.buffer_ms, t.archive_after_ms, *self._ages(chunk, now)],
+                [t.buffer_ms, t.archive_after_ms, *self.ages(chunk, now)],
             )
             for chunk in _chunks(checkpoint_keys)
         ]

@@ -8,6 +8,7 @@ proves the subscription is alive (redis-py has missed dead pub/sub connections b
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -138,7 +139,7 @@ class Listener:
     def _route(self, message: dict[str, Any]) -> None:
         event = _text(message["channel"]).rsplit(":", 1)[-1]
         key = _text(message["data"])
-        metrics.EVENTS.labels(event=event).inc()
+        _events_counter(event).inc()
         if event == "expired":
             self._expired(key)
         elif self.layout.is_checkpoint(key):
@@ -181,6 +182,11 @@ class Listener:
                 # Accessing an expired key deletes it and fires its event at once.
                 await client.exists(self.probe_key)
         return False
+
+
+@functools.cache
+def _events_counter(event: str) -> Any:
+    return metrics.EVENTS.labels(event=event)
 
 
 def _text(value: bytes | str) -> str:

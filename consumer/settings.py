@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     batch_wait: Duration = _opt(0.05, "Longest wait to fill a batch.", ge=0)
     workers: int = _opt(2, "Concurrent archive batches.", ge=1)
     queue_size: int = _opt(20000, "Pending archive hints held in memory.", RUN, ge=1)
-    deadline_poll: Duration = _opt(2.0, "How often the deadline index is checked.", RUN, gt=0)
+    deadline_poll: Duration = _opt(0.25, "How often the deadline index is checked.", RUN, gt=0)
     claim_ttl: Duration = _opt(120.0, "Lease on a checkpoint being archived.", gt=0)
     sweep_lease: Duration = _opt(60.0, "Lease of the sweep lock across replicas.", gt=0)
     scan_count: int = _opt(1000, "COUNT hint per SCAN call.", ge=1)

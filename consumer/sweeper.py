@@ -129,33 +129,16 @@ class Sweeper:
             metrics.SHADOWS_ARMED.labels(source="sweep").inc(repaired)
 
     async def _classify(self, batch: Sequence[str]) -> tuple[list[str], list[str]]:
-        """Split keys into due ones and not-due ones missing their shadow or index entry."""
-        layout = self.redis.layout
-        async with self.redis.client.pipeline(transaction=False) as pipe:
-            for key in batch:
-                pipe.pttl(key)
-                pipe.exists(layout.shadow(key))
-                pipe.zscore(layout.deadlines, key)
-            replies = await pipe.execute(raise_on_error=False)
-        now = checkpoints.now_ms()
-        due, unarmed = [], []
-        for i, key in enumerate(batch):
-            pttl, shadow, indexed = replies[3 * i : 3 * i + 3]
-            if not isinstance(pttl, int) or pttl == -2:
-                continue
-            hinted = shadow == 1 and indexed is not None
-            if self._is_due(key, pttl, now, hinted):
-                due.append(key)
-            elif not hinted:
-                unarmed.append(key)
-        return due, unarmed
-
-    def _is_due(self, key: str, pttl: int, now: int, hinted: bool) -> bool:
-        if pttl >= 0:
-            trusted = self.index_polled and hinted
-            return pttl <= (self.window.event_due_ms if trusted else self.window.due_ms)
-        info = self.redis.layout.parse(key)
-        return info is not None and now - info.written_ts * 1000 >= self.window.archive_after_ms
+        """Split keys into due ones and not-due ones missing their shadow or index entry
+        (one script call per SCAN page: only those keys come back)."""
+        layout, w = self.redis.layout, self.window
+        keys_ = [layout.deadlines]
+        for key in batch:
+            keys_ += [key, layout.shadow(key)]
+        head = [w.due_ms, w.event_due_ms, int(self.index_polled), w.archive_after_ms]
+        ages = self.redis.ages(batch, checkpoints.now_ms())
+        due, unhinted = await self.redis.script("classify")(keys=keys_, args=head + ages)
+        return [checkpoints.text(k) for k in due], [checkpoints.text(k) for k in unhinted]
 
     async def _record(self, report: SweepReport) -> None:
         o = report.outcome
