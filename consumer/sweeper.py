@@ -135,10 +135,25 @@ class Sweeper:
         keys_ = [layout.deadlines]
         for key in batch:
             keys_ += [key, layout.shadow(key)]
-        head = [w.due_ms, w.event_due_ms, int(self.index_polled), w.archive_after_ms]
-        ages = self.redis.ages(batch, checkpoints.now_ms())
-        due, unhinted = await self.redis.script("classify")(keys=keys_, args=head + ages)
-        return [checkpoints.text(k) for k in due], [checkpoints.text(k) for k in unhinted]
+        args = [w.due_ms, w.event_due_ms, int(self.index_polled)]
+        reply = await self.redis.script("classify")(keys=keys_, args=args)
+        due, unhinted = (
+            [checkpoints.text(k) for k in reply[0]],
+            [checkpoints.text(k) for k in reply[1]],
+        )
+        now = checkpoints.now_ms()
+        for raw, hinted in zip(reply[2], reply[3], strict=True):
+            key = checkpoints.text(raw)
+            if self._old_enough(key, now):
+                due.append(key)
+            elif not hinted:
+                unhinted.append(key)
+        return due, unhinted
+
+    def _old_enough(self, key: str, now: int) -> bool:
+        """A checkpoint without a TTL is due once its key's timestamp is ARCHIVE_AFTER old."""
+        info = self.redis.layout.parse(key)
+        return info is not None and now - info.written_ts * 1000 >= self.window.archive_after_ms
 
     async def _record(self, report: SweepReport) -> None:
         o = report.outcome
