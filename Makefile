@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install servers lint test unit integration acceptance demo bench clean
+.PHONY: install servers lint test unit integration acceptance demo bench faults clean
 
 install: $(STAMP)
 
@@ -40,6 +40,9 @@ demo: install servers
 
 bench: install servers
 	$(BIN)/python -m ops.bench $(BENCH_ARGS)
+
+faults: install servers
+	$(BIN)/python -m ops.faults --json faults-results.json $(FAULTS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
