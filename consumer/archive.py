@@ -13,7 +13,7 @@ import asyncpg
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
-from consumer import checkpoints, codecs, exceptions, metrics, model, store
+from consumer import checkpoints, codecs, exceptions, keys, metrics, model, store
 from consumer.settings import Settings
 
 log = structlog.get_logger("consumer.archive")
@@ -49,7 +49,7 @@ class Policy:
             checkpoint_ttl_ms=int(s.checkpoint_ttl * 1000),
             buffer_ms=int(s.buffer * 1000),
             sweep_interval_ms=int(s.sweep_interval * 1000),
-            write_timeout=3 * s.db_timeout,
+            write_timeout=max(3 * s.db_timeout, 60.0),
         )
 
 
@@ -68,6 +68,7 @@ class Archiver:
         self.codec = codec
         self.policy = policy
         self.token = uuid.uuid4().hex
+        self._database_down_until = 0.0  # monotonic; while in the future, hold without trying
 
     async def archive(
         self, keys: Sequence[str], due_ms: int, received: float | None = None
@@ -109,11 +110,19 @@ class Archiver:
         self, claimed: Sequence[model.Claim], outcome: model.BatchOutcome, started: float
     ) -> None:
         decoded = self._decode(claimed)
+        if time.monotonic() < self._database_down_until:
+            # PostgreSQL just failed: hold at once instead of making every batch wait for
+            # its own timeout while more checkpoints come due behind it.
+            await self._hold(decoded.values, exceptions.StoreUnavailableError(), outcome)
+            return
         try:
             counts, decoded = await self._write(decoded)
         except Exception as exc:  # the database failed us: keep everything in Redis
+            if store.is_transient(exc):
+                self._database_down_until = time.monotonic() + self.policy.retry_after_ms / 1000
             await self._hold(decoded.values, exc, outcome)
             return
+        self._database_down_until = 0.0
         await self._finish(decoded, counts, outcome, started)
 
     def _decode(self, claimed: Sequence[model.Claim]) -> Decoded:
@@ -132,7 +141,8 @@ class Archiver:
         if info is None:
             raise exceptions.DecodeError("key does not match ARCHIVER_KEY_PATTERN")
         return codecs.decode(
-            key, raw, key_conversation_id=info.conversation_id, key_time=info.written_at,
+            key, raw, key_conversation_id=keys.for_storage(info.conversation_id),
+            key_time=info.written_at,
             options=self.codec,
         )  # fmt: skip
 

@@ -191,8 +191,13 @@ class Checkpoints:
         return [text(m) for m in members]
 
 
+# Redis keys are bytes; bytes that are not UTF-8 survive as surrogates (our clients encode
+# with the same error handler), so a key read back is the key written.
+ENCODING_ERRORS = "surrogateescape"
+
+
 def text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return value.decode("utf-8", ENCODING_ERRORS) if isinstance(value, bytes) else value
 
 
 def _claim_of(key: str, reply: Any) -> model.Claim:

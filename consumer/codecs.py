@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import pickle
 import re
 from dataclasses import dataclass
@@ -129,12 +130,31 @@ def _as_utc(moment: datetime) -> datetime:
 # --- payload formats -----------------------------------------------------------------------------
 
 
+_LONG_INTEGER = re.compile(rb"\d{19,}")
+
+
 def _load_json(raw: bytes) -> object:
     try:
-        return orjson.loads(raw)
+        document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise DecodeError(f"payload: not valid JSON ({exc.msg}) at {where}") from None
+    if _LONG_INTEGER.search(raw):
+        _refuse_wide_integers(raw)
+    return document
+
+
+def _refuse_wide_integers(raw: bytes) -> None:
+    """orjson reads integers beyond 64 bits as floats, silently rounded: refuse those payloads
+    (the stdlib parser, slower, runs only when a long run of digits appears)."""
+
+    def check(literal: str) -> int:
+        value = int(literal)
+        if not -(2**63) <= value < 2**64:
+            raise DecodeError("payload: an integer beyond 64 bits would be rounded")
+        return value
+
+    json.loads(raw, parse_int=check)
 
 
 def _load_pickle(raw: bytes, options: CodecOptions) -> object:

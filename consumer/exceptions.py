@@ -27,4 +27,4 @@ class PendingMigrationsError(MigrationError):
 
 
 class StoreUnavailableError(ArchiverError):
-    """PostgreSQL could not be reached or refused the batch."""
+    """PostgreSQL failed moments ago: held without trying again yet."""

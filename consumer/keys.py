@@ -146,6 +146,15 @@ def hash_tag(key: str) -> str | None:
     return key[start + 1 : end]
 
 
+def for_storage(key: str) -> str:
+    """A key as PostgreSQL text can hold it: bytes that are not UTF-8 (kept as surrogates by
+    our Redis clients) and NUL are backslash-escaped."""
+    if key.isascii() and "\x00" not in key:
+        return key
+    text = key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.replace("\x00", "\\x00")
+
+
 def keyevent_channel(db: int, event: str) -> str:
     return f"__keyevent@{db}__:{event}"
 

@@ -19,7 +19,7 @@ import structlog
 from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from consumer import health, hints, keys, metrics, notifications
+from consumer import checkpoints, health, hints, keys, metrics, notifications
 from consumer.settings import Settings
 
 log = structlog.get_logger("consumer.listener")
@@ -59,6 +59,7 @@ class Listener:
                 self.settings.redis_url,
                 socket_connect_timeout=self.settings.redis_timeout,
                 socket_timeout=self.settings.redis_timeout,
+                encoding_errors=checkpoints.ENCODING_ERRORS,
             )
             pubsub = None
             try:
@@ -189,5 +190,4 @@ def _events_counter(event: str) -> Any:
     return metrics.EVENTS.labels(event=event)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+_text = checkpoints.text

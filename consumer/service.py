@@ -67,6 +67,7 @@ async def connected(settings: Settings) -> AsyncIterator[Parts]:
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,
         max_connections=4 * settings.workers + 8,
+        encoding_errors=checkpoints.ENCODING_ERRORS,
     )
     try:
         parts = _assemble(settings, client, pool)
@@ -205,12 +206,16 @@ class Consumer:
     async def _sweep_loop(self) -> None:
         """Sweep at start, every interval, and right after every reconnect."""
         while True:
-            await self._sweep_safely()
+            swept = await self._sweep_safely()
+            # Skipped because another process holds the lock (perhaps a killed one whose lease
+            # runs out): try again after a lease rather than a whole interval.
+            pause = self.settings.sweep_interval if swept else self.settings.sweep_lease
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.sweep_now.wait(), timeout=self.settings.sweep_interval)
+                await asyncio.wait_for(self.sweep_now.wait(), timeout=pause)
             self.sweep_now.clear()
 
-    async def _sweep_safely(self) -> None:
+    async def _sweep_safely(self) -> bool:
+        """One sweep; whether it completed (False: failed or another process held the lock)."""
         self.state.last_sweep_at = time.time()
         try:
             await notifications.check_eviction(self.parts.redis)
@@ -220,12 +225,13 @@ class Consumer:
             metrics.ERRORS.labels(stage="sweep").inc()
             self.state.errors += 1
             log.error("sweep.failed", error=f"{type(exc).__name__}: {exc}"[:300])
-            return
+            return False
         batcher.tally(self.state, report.outcome)
         if report.completed:
             self.state.last_sweep_ok_at = time.time()
         else:
             await self._adopt_peer_sweep()
+        return report.completed
 
     async def _adopt_peer_sweep(self) -> None:
         """Another replica is sweeping: its success counts for our health too."""

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from consumer import checkpoints, migrate, model, queries
+from consumer import checkpoints, keys, migrate, model, queries
 
 _STAGING_COLUMNS = (
     "ordinal", "tenant_id", "customer_id", "user_id", "conversation_id", "timestamp", "keyed_by_time",
@@ -118,9 +118,8 @@ class Store:
                 "archiver_staging", records=_staging_rows(batch, known), columns=_STAGING_COLUMNS
             )
             rows = await conn.fetch(queries.get("insert_messages"))
-        counts = {c.source_key: 0 for c in batch}
-        counts.update({r["source_key"]: r["n"] for r in rows})
-        return counts
+        stored = {r["source_key"]: r["n"] for r in rows}
+        return {c.source_key: stored.get(keys.for_storage(c.source_key), 0) for c in batch}
 
     async def _ensure_partitions(self, batch: Iterable[model.Checkpoint]) -> None:
         needed: dict[tuple[int, int], datetime] = {}
@@ -180,17 +179,18 @@ def _staging_rows(
     ordinal = 0
     for c in batch:
         customer, user = known[(c.tenant_id, c.conversation_id)]
+        source = keys.for_storage(c.source_key)
         for m in c.messages:
             ordinal += 1
             by_time = m.key.startswith("h:") and m.metadata.get("timestamp_source") != "checkpoint"
             yield (
                 ordinal, c.tenant_id, customer, user, c.conversation_id, m.timestamp, by_time,
-                m.role, m.content, orjson.dumps(m.metadata).decode(), m.key, c.source_key,
+                m.role, m.content, orjson.dumps(m.metadata).decode(), m.key, source,
             )  # fmt: skip
 
 
 def _dead_columns(dead: Sequence[model.DeadLetter]) -> list[list[Any]]:
-    unique = {(d.source_key, checkpoints.digest(d.raw)): d for d in dead}
+    unique = {(keys.for_storage(d.source_key), checkpoints.digest(d.raw)): d for d in dead}
     return [
         [key for key, _ in unique],
         [sha for _, sha in unique],
