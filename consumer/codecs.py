@@ -368,7 +368,7 @@ def _seed_draft(item: dict[str, Any], path: str, ctx: _Context) -> _Draft:
     content, content_metadata = _content(item.get("content"), f"{path}.content")
     timestamp, known = _timestamp(item.get("timestamp"), f"{path}.timestamp", ctx)
     metadata = _metadata(item.get("metadata"), f"{path}.metadata")
-    metadata.update(content_metadata)
+    _mark(metadata, content_metadata, f"{path}.metadata")
     return _Draft(
         role=role,
         content=content,
@@ -415,7 +415,7 @@ def _langchain_draft(form: _LangChainForm, ctx: _Context) -> _Draft:
         if name not in _LANGCHAIN_NOT_METADATA and value is not None
     }
     metadata = _metadata({**rest, "format": "langchain", **form.extra}, path)
-    metadata.update(content_metadata)
+    _mark(metadata, content_metadata, path)
     return _Draft(
         role=role,
         content=content,
@@ -503,8 +503,17 @@ def _in_range_utc(moment: datetime, path: str, zone: tzinfo) -> datetime:
 
 def _with_timestamp_source(metadata: dict[str, Any], known: bool) -> dict[str, Any]:
     if not known:
-        metadata["timestamp_source"] = "checkpoint"
+        _mark(metadata, {"timestamp_source": "checkpoint"}, "metadata")
     return metadata
+
+
+def _mark(metadata: dict[str, Any], markers: dict[str, Any], path: str) -> None:
+    """Add the archiver's markers; an agent key of the same name with another value would be
+    lost, so such a payload is refused (dead-lettered with its raw bytes) instead."""
+    for name, value in markers.items():
+        if name in metadata and metadata[name] != value:
+            raise DecodeError(f"{path}.{name}: the archiver needs this key for its own marker")
+        metadata[name] = value
 
 
 def _metadata(value: object, path: str) -> dict[str, Any]:
