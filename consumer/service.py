@@ -145,6 +145,7 @@ class Consumer:
         self.state = health.State(sweep_interval=s.sweep_interval)
         self.queue = hints.HintQueue(s.queue_size)
         self.sweep_now = asyncio.Event()
+        self.sweep_now.set()  # the first round sweeps whatever peers did: sweep at start
         self.stopping = asyncio.Event()
         layout = parts.archiver.redis.layout
         self.listener = listener.Listener(s, layout, self.queue, self.state, self.sweep_now.set)
@@ -206,13 +207,30 @@ class Consumer:
     async def _sweep_loop(self) -> None:
         """Sweep at start, every interval, and right after every reconnect."""
         while True:
-            swept = await self._sweep_safely()
-            # Skipped because another process holds the lock (perhaps a killed one whose lease
-            # runs out): try again after a lease rather than a whole interval.
-            pause = self.settings.sweep_interval if swept else self.settings.sweep_lease
+            pause = await self._sweep_round()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.sweep_now.wait(), timeout=pause)
             self.sweep_now.clear()
+
+    async def _sweep_round(self) -> float:
+        """Sweep (unless a peer swept recently and no reconnect asks for one); the pause
+        until the next round. A sweep skipped for the lock (a peer sweeping, or a killed
+        process whose lease has not run out) or failed is retried after a lease."""
+        interval = self.settings.sweep_interval
+        peer_age = await self._peer_sweep_age()
+        if not self.sweep_now.is_set() and peer_age is not None and peer_age < 0.9 * interval:
+            return interval - peer_age
+        swept = await self._sweep_safely()
+        return interval if swept else self.settings.sweep_lease
+
+    async def _peer_sweep_age(self) -> float | None:
+        """Seconds since any replica's last completed sweep, if one is recorded."""
+        try:
+            await self._adopt_peer_sweep()
+        except Exception:  # unknown: sweep ourselves
+            return None
+        last = self.state.last_sweep_ok_at
+        return None if last is None else max(0.0, time.time() - last)
 
     async def _sweep_safely(self) -> bool:
         """One sweep; whether it completed (False: failed or another process held the lock)."""

@@ -186,3 +186,17 @@ async def test_starts_without_postgresql_and_holds_until_it_answers(
             assert await conn.fetchval("SELECT count(*) FROM conversation_history") == 4
         finally:
             await conn.close()
+
+
+async def test_a_peers_recent_sweep_spares_ours_unless_a_reconnect_asks(
+    parts: service.Parts, redis: aioredis.Redis, db: asyncpg.Connection
+) -> None:
+    consumer = service.Consumer(parts)
+    await redis.set(parts.archiver.redis.layout.last_sweep, str(time.time() - 2))
+    consumer.sweep_now.clear()
+    pause = await consumer._sweep_round()
+    assert parts.settings.sweep_interval - 3 < pause < parts.settings.sweep_interval - 1
+    assert await db.fetchval("SELECT count(*) FROM archive_runs") == 0
+    consumer.sweep_now.set()  # a reconnect: events were lost, sweep whatever peers did
+    assert await consumer._sweep_round() == parts.settings.sweep_interval
+    assert await db.fetchval("SELECT count(*) FROM archive_runs") == 1
