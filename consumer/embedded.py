@@ -32,6 +32,7 @@ outlives its caller, and ``stop_process`` stops it later from another process.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import ctypes
 import os
@@ -299,7 +300,7 @@ def _reap(resources: _Resources) -> None:
 # ------------------------------------------------------------------ managed process
 
 
-class _ManagedServer:
+class _ManagedServer(abc.ABC):
     """A server process owned by its caller: start/stop/kill/pause/resume/restart."""
 
     name = "server"
@@ -319,14 +320,16 @@ class _ManagedServer:
         self._finalizer = weakref.finalize(self, _reap, self._resources)
 
     # -- subclass hooks
+    @abc.abstractmethod
     def _argv(self) -> list[str]:
-        raise NotImplementedError
+        """The server's command line."""
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Run before every spawn (write config, initdb...)."""
 
+    @abc.abstractmethod
     def _probe(self) -> bool:
-        raise NotImplementedError
+        """Whether the server answers."""
 
     def _identity(self) -> _Identity:
         return _Identity()
