@@ -130,7 +130,7 @@ def _as_utc(moment: datetime) -> datetime:
 # --- payload formats -----------------------------------------------------------------------------
 
 
-_LONG_INTEGER = re.compile(rb"\d{19,}")
+_WIDE = 2.0**63  # orjson reads integer literals outside 64 bits as floats of this size or more
 
 
 def _load_json(raw: bytes) -> object:
@@ -139,9 +139,23 @@ def _load_json(raw: bytes) -> object:
     except orjson.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise DecodeError(f"payload: not valid JSON ({exc.msg}) at {where}") from None
-    if _LONG_INTEGER.search(raw):
+    if _has_wide_float(document):
         _refuse_wide_integers(raw)
     return document
+
+
+def _has_wide_float(document: object) -> bool:
+    """Whether any number is a float at least 2**63 in size (cheap: a walk, no regex)."""
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif type(value) is float and not -_WIDE < value < _WIDE:
+            return True
+    return False
 
 
 def _refuse_wide_integers(raw: bytes) -> None:
