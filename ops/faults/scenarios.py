@@ -92,7 +92,8 @@ async def kill_after_commit(run: Run, proc: Proc) -> int:
 def kill9(quick: bool) -> Scenario:
     return Scenario(
         "kill9", "SIGKILL the consumer ≥10 times mid-burst (half right after a commit)",
-        windows(quick), mix(quick, duration=10.0 if quick else 40.0), inject_kill9,
+        windows(quick, ttl=14.0) if quick else windows(quick),  # restarts need slack
+        mix(quick, duration=10.0 if quick else 40.0), inject_kill9,
     )  # fmt: skip
 
 
