@@ -19,7 +19,7 @@ import structlog
 from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from consumer import checkpoints, health, hints, keys, metrics, notifications
+from consumer import checkpoints, connection, health, hints, keys, metrics, notifications
 from consumer.settings import Settings
 
 log = structlog.get_logger("consumer.listener")
@@ -55,7 +55,7 @@ class Listener:
     async def run(self) -> None:
         """Subscribe and consume forever, reconnecting with backoff."""
         while True:
-            client = aioredis.Redis.from_url(
+            client = connection.from_url(
                 self.settings.redis_url,
                 socket_connect_timeout=self.settings.redis_timeout,
                 socket_timeout=self.settings.redis_timeout,
