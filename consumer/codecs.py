@@ -6,6 +6,7 @@ Error messages name the field or position and the problem, never the payload's c
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -14,6 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -32,6 +34,9 @@ _MAX_YEAR: Final = 2199
 _MAX_METADATA_DEPTH: Final = 200
 _HASH_CHARS: Final = 32
 _SEPARATOR: Final = "\x1f"
+_STAMP_CACHE_SIZE: Final = 8192
+_STAMP_CACHE_CHARS: Final = 64  # longer texts (fractions of any length parse) are not cached
+_CACHEABLE_ZONES: Final = (timezone, ZoneInfo)  # hashable, and equal ones convert alike
 
 _ROLES: Final[dict[str, str]] = {
     "user": "user",
@@ -50,6 +55,10 @@ _LANGCHAIN_ROLES: Final[dict[str, str]] = {
 }
 _LANGCHAIN_SUFFIX: Final = re.compile(r"(MessageChunk|Message|Chunk)$")
 _LANGCHAIN_NOT_METADATA: Final = frozenset({"content", "type", "id", "timestamp"})
+_CHECKPOINT_FIELDS: Final = frozenset(
+    {"conversation_id", "tenant_id", "customer_id", "user_id", "conversation_summary", "messages"}
+)
+_SEED_FIELDS: Final = frozenset({"role", "content", "timestamp", "metadata", "id"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +87,23 @@ class _Draft:
     role: str
     content: str
     timestamp: datetime
-    timestamp_known: bool
+    stamp: str  # the timestamp's ISO text for the key; "" when the payload gave none
     metadata: dict[str, Any]
     ident: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """Why a timestamp text is refused; `caught` if an exception said so (raised from None)."""
+
+    problem: str
+    caught: bool
+
+
+_NOT_ISO: Final = "not an ISO 8601 string"
+_NOT_PARSED: Final = _Refused(_NOT_ISO, caught=True)
+_YEAR_OVERFLOW: Final = _Refused(f"year out of range {_MIN_YEAR}..{_MAX_YEAR}", caught=True)
+_YEAR_OUTSIDE: Final = _Refused(f"year out of range {_MIN_YEAR}..{_MAX_YEAR}", caught=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +139,9 @@ def _decode(source_key: str, raw: bytes, ctx: _Context) -> model.Checkpoint:
     limit = ctx.options.max_payload_bytes
     if len(raw) > limit:
         raise DecodeError(f"payload: {len(raw)} bytes is over the limit of {limit}")
-    is_pickle = raw[:1] == _PICKLE_MARK
-    document = _load_pickle(raw, ctx.options) if is_pickle else _load_json(raw)
-    return _checkpoint(source_key, document, ctx)
+    if raw[:1] == _PICKLE_MARK:
+        return _checkpoint(source_key, _load_pickle(raw, ctx.options), ctx)
+    return _checkpoint(source_key, _load_json(raw), ctx, raw)
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -134,27 +157,30 @@ _WIDE = 2.0**63  # orjson reads integer literals outside 64 bits as floats of th
 
 
 def _load_json(raw: bytes) -> object:
+    """The parsed document; `_checkpoint` checks it for integers beyond 64 bits."""
     try:
-        document = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise DecodeError(f"payload: not valid JSON ({exc.msg}) at {where}") from None
-    if _has_wide_float(document):
-        _refuse_wide_integers(raw)
-    return document
 
 
 def _has_wide_float(document: object) -> bool:
-    """Whether any number is a float at least 2**63 in size (cheap: a walk, no regex)."""
-    stack = [document]
+    """Whether any number is a float at least 2**63 in size (cheap: a walk, no regex).
+
+    The document holds only what orjson builds: exact dicts, lists, strings and numbers.
+    """
+    if type(document) is not dict and type(document) is not list:
+        return type(document) is float and not -_WIDE < document < _WIDE
+    stack: list[Any] = [document]
     while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-        elif type(value) is float and not -_WIDE < value < _WIDE:
-            return True
+        node = stack.pop()
+        for value in node.values() if type(node) is dict else node:
+            kind = type(value)
+            if kind is dict or kind is list:
+                stack.append(value)
+            elif kind is float and not -_WIDE < value < _WIDE:
+                return True
     return False
 
 
@@ -268,7 +294,20 @@ def _pickled_value(value: object) -> object:
 # --- checkpoint ----------------------------------------------------------------------------------
 
 
-def _checkpoint(source_key: str, document: object, ctx: _Context) -> model.Checkpoint:
+def _checkpoint(
+    source_key: str, document: object, ctx: _Context, json_raw: bytes | None = None
+) -> model.Checkpoint:
+    """The checkpoint a document holds; `json_raw`, the JSON it was parsed from, is checked for
+    integers beyond 64 bits (before any field) unless the fast path saw no wide number."""
+    checkpoint = _fast_checkpoint(source_key, document, ctx)
+    if checkpoint is not None:
+        return checkpoint
+    if json_raw is not None and _has_wide_float(document):
+        _refuse_wide_integers(json_raw)
+    return _general_checkpoint(source_key, document, ctx)
+
+
+def _general_checkpoint(source_key: str, document: object, ctx: _Context) -> model.Checkpoint:
     if not isinstance(document, dict):
         raise DecodeError("payload: not a JSON object")
     return model.Checkpoint(
@@ -332,6 +371,151 @@ def _summary(value: object, ctx: _Context) -> model.Message | None:
     return model.Message(f"summary:{digest}", "system", content, ctx.key_time, metadata)
 
 
+# --- fast path -----------------------------------------------------------------------------------
+#
+# Most checkpoints are seed messages with string content: the fast path decodes those without the
+# general path's per-field error paths and intermediate drafts. It never raises for bad input and
+# returns only what the general path would return for the same document: at the least doubt it
+# returns None, and the general path decodes the document again, finding and naming any problem.
+# It also looks at every number in the document, so a document it returns for has no wide float.
+
+
+def _fast_checkpoint(source_key: str, document: object, ctx: _Context) -> model.Checkpoint | None:
+    if type(document) is not dict:
+        return None
+    items, summary = document.get("messages"), document.get("conversation_summary")
+    if type(items) is not list or not (summary is None or type(summary) is str):
+        return None
+    messages = _fast_messages(items, ctx)  # first: most documents it leaves are left here
+    if messages is None or not _no_wide_extras(document, _CHECKPOINT_FIELDS):
+        return None
+    try:
+        conversation_id = _required_text(document, "conversation_id", ctx.key_conversation_id)
+        tenant_id = _required_text(document, "tenant_id", ctx.options.default_tenant)
+        customer_id = _optional_id(document.get("customer_id"), "customer_id")
+        user_id = _optional_id(document.get("user_id"), "user_id")
+    except DecodeError:
+        return None
+    first = _summary(summary, ctx)
+    if first is not None:
+        messages = (first, *messages)
+    return model.Checkpoint(source_key, conversation_id, tenant_id, customer_id, user_id, messages)
+
+
+def _no_wide_extras(fields: dict[str, Any], known: frozenset[str]) -> bool:
+    """Whether the fields outside `known`, which decoding ignores, hold no wide number (the
+    known fields are checked as they are decoded)."""
+    if fields.keys() <= known:
+        return True
+    return not any(_has_wide_float(value) for name, value in fields.items() if name not in known)
+
+
+def _fast_messages(items: list[Any], ctx: _Context) -> tuple[model.Message, ...] | None:
+    """Seed messages with string content; one loop, no drafts.
+
+    Each message without id is keyed as its signature's first occurrence: a signature that
+    recurs gives a repeated key, and the general path then counts occurrences.
+    """
+    zone, key_time = ctx.options.timezone, ctx.key_time
+    parse = _cached_stamp if type(zone) in _CACHEABLE_ZONES else _parse_stamp
+    keys: list[str] = []
+    messages: list[model.Message] = []
+    for item in items:
+        if type(item) is not dict:
+            return None
+        role, content, given = item.get("role"), item.get("content"), item.get("timestamp")
+        if type(given) is str and len(given) <= _STAMP_CACHE_CHARS:
+            stamped = parse(given, zone)
+        else:
+            stamped = (key_time, "") if given is None else _NOT_PARSED
+        role = _ROLES.get(role) if type(role) is str else None
+        if (
+            role is None
+            or type(content) is not str
+            or "\x00" in content
+            or isinstance(stamped, _Refused)
+        ):
+            return None
+        only_required = len(item) == 3 and given is not None  # role, content and timestamp
+        if not (only_required or item.keys() <= _SEED_FIELDS or _plain_extras(item)):
+            return None
+        timestamp, stamp = stamped
+        metadata = item.get("metadata")
+        metadata = {} if metadata is None and stamp else _fast_metadata(metadata, known=bool(stamp))
+        ident = item.get("id")
+        key = (
+            _hash_key(role, stamp, content, 0)
+            if ident is None
+            else _id_key(ident, role, stamp, content)
+        )
+        if metadata is None or key is None:
+            return None
+        keys.append(key)
+        messages.append(model.Message(key, role, content, timestamp, metadata))
+    return tuple(messages) if len(set(keys)) == len(keys) else None
+
+
+def _plain_extras(item: dict[str, Any]) -> bool:
+    """Whether a seed message's unknown fields are ignored by the general path, wide-free."""
+    return "lc" not in item and _no_wide_extras(item, _SEED_FIELDS)
+
+
+def _fast_metadata(value: object, *, known: bool) -> dict[str, Any] | None:
+    """What `_metadata` and the markers make of a seed message's metadata (with string content
+    and a timestamp `known` or not), or None for the general path."""
+    if value is None:
+        metadata: dict[str, Any] = {}
+    elif type(value) is dict and _storable_metadata(value):
+        metadata = dict(value)
+    else:
+        return None
+    if not known:
+        if metadata.get("timestamp_source", "checkpoint") != "checkpoint":
+            return None
+        metadata["timestamp_source"] = "checkpoint"
+    return metadata
+
+
+def _storable_metadata(metadata: dict[Any, Any]) -> bool:
+    """`_storable(metadata, 0)`, quicker for the usual flat object of strings."""
+    for name, value in metadata.items():
+        if type(name) is not str or "\x00" in name:
+            return False
+        if type(value) is str:
+            if "\x00" in value:
+                return False
+        elif not _storable(value, 1):
+            return False
+    return True
+
+
+def _storable(value: object, depth: int) -> bool:
+    """Whether `_check_storable` passes a metadata value, and it holds no wide float."""
+    if depth > _MAX_METADATA_DEPTH:
+        return False
+    if type(value) is str:
+        return "\x00" not in value
+    if type(value) is dict:
+        return all(
+            type(name) is str and "\x00" not in name and _storable(item, depth + 1)
+            for name, item in value.items()
+        )
+    if type(value) is list:
+        return all(_storable(item, depth + 1) for item in value)
+    if type(value) is float:
+        return -_WIDE < value < _WIDE
+    return value is None or type(value) is int or type(value) is bool
+
+
+def _id_key(ident: object, role: str, stamp: str, content: str) -> str | None:
+    """The key of a message with an `id` field (an empty id is none), None if it is invalid."""
+    try:
+        text = _optional_id(ident, "id")
+    except DecodeError:
+        return None
+    return _hash_key(role, stamp, content, 0) if text is None else f"id:{text}"
+
+
 # --- identity ------------------------------------------------------------------------------------
 
 
@@ -356,11 +540,16 @@ def _with_keys(drafts: list[_Draft]) -> tuple[model.Message, ...]:
 def _key(draft: _Draft, occurrences: dict[tuple[str, str, str], int]) -> str:
     if draft.ident is not None:
         return f"id:{draft.ident}"
-    stamp = draft.timestamp.isoformat() if draft.timestamp_known else ""
-    signature = (draft.role, stamp, draft.content)
+    signature = (draft.role, draft.stamp, draft.content)
     occurrence = occurrences.get(signature, 0)
     occurrences[signature] = occurrence + 1
-    joined = _SEPARATOR.join((*signature, str(occurrence)))
+    return _hash_key(*signature, occurrence)
+
+
+def _hash_key(role: str, stamp: str, content: str, occurrence: int) -> str:
+    """The key of a message without id: a hash of role, ISO timestamp ("" if the payload gave
+    none), content and how many messages with these three came before it in the checkpoint."""
+    joined = f"{role}{_SEPARATOR}{stamp}{_SEPARATOR}{content}{_SEPARATOR}{occurrence}"
     return "h:" + hashlib.sha256(joined.encode()).hexdigest()[:_HASH_CHARS]
 
 
@@ -380,15 +569,15 @@ def _draft(item: object, path: str, ctx: _Context) -> _Draft:
 def _seed_draft(item: dict[str, Any], path: str, ctx: _Context) -> _Draft:
     role = _role(item.get("role"), f"{path}.role")
     content, content_metadata = _content(item.get("content"), f"{path}.content")
-    timestamp, known = _timestamp(item.get("timestamp"), f"{path}.timestamp", ctx)
+    timestamp, stamp = _timestamp(item.get("timestamp"), f"{path}.timestamp", ctx)
     metadata = _metadata(item.get("metadata"), f"{path}.metadata")
     _mark(metadata, content_metadata, f"{path}.metadata")
     return _Draft(
         role=role,
         content=content,
         timestamp=timestamp,
-        timestamp_known=known,
-        metadata=_with_timestamp_source(metadata, known),
+        stamp=stamp,
+        metadata=_with_timestamp_source(metadata, known=bool(stamp)),
         ident=_optional_id(item.get("id"), f"{path}.id"),
     )
 
@@ -422,7 +611,7 @@ def _langchain_draft(form: _LangChainForm, ctx: _Context) -> _Draft:
     fields, path = form.fields, form.fields_path
     role = _langchain_role(form)
     content, content_metadata = _content(fields.get("content"), f"{path}.content")
-    timestamp, known = _timestamp(_langchain_timestamp(fields), f"{path}.timestamp", ctx)
+    timestamp, stamp = _timestamp(_langchain_timestamp(fields), f"{path}.timestamp", ctx)
     rest = {
         name: value
         for name, value in fields.items()
@@ -434,8 +623,8 @@ def _langchain_draft(form: _LangChainForm, ctx: _Context) -> _Draft:
         role=role,
         content=content,
         timestamp=timestamp,
-        timestamp_known=known,
-        metadata=_with_timestamp_source(metadata, known),
+        stamp=stamp,
+        metadata=_with_timestamp_source(metadata, known=bool(stamp)),
         ident=_optional_id(fields.get("id"), f"{path}.id"),
     )
 
@@ -490,32 +679,51 @@ def _encode_nul(text: str) -> tuple[str, dict[str, Any]]:
     return base64.b64encode(text.encode()).decode("ascii"), {"content_encoding": "base64"}
 
 
-def _timestamp(value: object, path: str, ctx: _Context) -> tuple[datetime, bool]:
-    """The UTC timestamp and whether the payload gave it (else the checkpoint's key time)."""
+def _timestamp(value: object, path: str, ctx: _Context) -> tuple[datetime, str]:
+    """The UTC timestamp and its ISO text, or the checkpoint's key time and "" if not given."""
     if value is None:
-        return ctx.key_time, False
+        return ctx.key_time, ""
     if not isinstance(value, str):
-        raise DecodeError(f"{path}: not an ISO 8601 string")
+        raise DecodeError(f"{path}: {_NOT_ISO}")
+    parsed = _utc_stamp(value, ctx.options.timezone)
+    if isinstance(parsed, _Refused):
+        error = DecodeError(f"{path}: {parsed.problem}")
+        if parsed.caught:
+            raise error from None
+        raise error
+    return parsed
+
+
+def _utc_stamp(value: str, zone: tzinfo) -> tuple[datetime, str] | _Refused:
+    """`_parse_stamp`, from a cache when the zone's type is known to be safe to cache on."""
+    if type(zone) in _CACHEABLE_ZONES and len(value) <= _STAMP_CACHE_CHARS:
+        return _cached_stamp(value, zone)
+    return _parse_stamp(value, zone)
+
+
+def _parse_stamp(value: str, zone: tzinfo) -> tuple[datetime, str] | _Refused:
+    """The UTC moment of an ISO 8601 text (naive ones are in `zone`) and the moment's own ISO
+    text, or the problem with it: not ISO 8601, or a year out of range."""
     try:
-        parsed = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
     except ValueError:
-        raise DecodeError(f"{path}: not an ISO 8601 string") from None
-    return _in_range_utc(parsed, path, ctx.options.timezone), True
-
-
-def _in_range_utc(moment: datetime, path: str, zone: tzinfo) -> datetime:
+        return _NOT_PARSED
     if moment.utcoffset() is None:
         moment = moment.replace(tzinfo=zone)
     try:
         moment = moment.astimezone(UTC)
     except (OverflowError, ValueError):
-        raise DecodeError(f"{path}: year out of range {_MIN_YEAR}..{_MAX_YEAR}") from None
+        return _YEAR_OVERFLOW
     if not _MIN_YEAR <= moment.year <= _MAX_YEAR:
-        raise DecodeError(f"{path}: year out of range {_MIN_YEAR}..{_MAX_YEAR}")
-    return moment
+        return _YEAR_OUTSIDE
+    return moment, moment.isoformat()
 
 
-def _with_timestamp_source(metadata: dict[str, Any], known: bool) -> dict[str, Any]:
+# A checkpoint repeats the messages of the ones before it: their timestamps recur.
+_cached_stamp: Final = functools.lru_cache(maxsize=_STAMP_CACHE_SIZE)(_parse_stamp)
+
+
+def _with_timestamp_source(metadata: dict[str, Any], *, known: bool) -> dict[str, Any]:
     if not known:
         _mark(metadata, {"timestamp_source": "checkpoint"}, "metadata")
     return metadata
