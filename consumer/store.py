@@ -28,6 +28,9 @@ TRANSIENT = (
     asyncpg.QueryCanceledError,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
+    # Class 42 (undefined table or column, no privilege): the deployment is wrong, not the
+    # data; e.g. an archiver older than the schema. Hold and alert, never dead-letter.
+    asyncpg.SyntaxOrAccessError,
 )
 
 
@@ -156,20 +159,38 @@ class Store:
         return count
 
 
-def _conversation_columns(batch: Sequence[model.Checkpoint]) -> list[list[str | None]]:
-    """One entry per conversation (later checkpoints fill in ids earlier ones lacked)."""
-    merged: dict[tuple[str, str], list[str | None]] = {}
+def _conversation_columns(batch: Sequence[model.Checkpoint]) -> list[list[Any]]:
+    """One entry per conversation, in key order: tenant, conversation, customer, user (later
+    checkpoints fill in ids earlier ones lacked), first and last message times."""
+    merged: dict[tuple[str, str], _Conversation] = {}
     for c in batch:
-        entry = merged.setdefault((c.tenant_id, c.conversation_id), [None, None])
-        entry[0] = c.customer_id or entry[0]
-        entry[1] = c.user_id or entry[1]
+        entry = merged.setdefault((c.tenant_id, c.conversation_id), _Conversation())
+        entry.add(c)
     ordered = sorted(merged.items())
-    return [
-        [t for (t, _), _ in ordered],
-        [conv for (_, conv), _ in ordered],
-        [ids[0] for _, ids in ordered],
-        [ids[1] for _, ids in ordered],
-    ]
+    columns: list[list[Any]] = [[t for (t, _), _ in ordered], [conv for (_, conv), _ in ordered]]
+    for name in ("customer_id", "user_id", "started_at", "ended_at"):
+        columns.append([getattr(entry, name) for _, entry in ordered])
+    return columns
+
+
+@dataclass(slots=True)
+class _Conversation:
+    """What a batch says of one conversation (mutable while the batch is folded in)."""
+
+    customer_id: str | None = None
+    user_id: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    def add(self, c: model.Checkpoint) -> None:
+        self.customer_id = c.customer_id or self.customer_id
+        self.user_id = c.user_id or self.user_id
+        if not c.messages:
+            return
+        first = min(m.timestamp for m in c.messages)
+        last = max(m.timestamp for m in c.messages)
+        self.started_at = first if self.started_at is None else min(first, self.started_at)
+        self.ended_at = last if self.ended_at is None else max(last, self.ended_at)
 
 
 def _staging_rows(

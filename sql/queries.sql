@@ -21,27 +21,34 @@ CREATE TEMP TABLE IF NOT EXISTS archiver_staging (
 
 -- name: lock_conversations
 -- Upsert first: the row locks serialise concurrent archivers of one conversation, in key order.
--- Returns each conversation's ids as stored now, and whether its customer was identified by
--- this batch (its earlier rows are then back-filled).
+-- This is the batch's only write of each conversation row: its first and last message times
+-- come computed with the ids. Returns each conversation's ids as stored now, and whether its
+-- customer was identified by this batch (its earlier rows are then back-filled). `before` looks
+-- each conversation up by its key (a join would scan the whole table once per batch).
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-        AS t(tenant_id, conversation_id, customer_id, user_id)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                         $5::timestamptz[], $6::timestamptz[])
+        AS t(tenant_id, conversation_id, customer_id, user_id, started_at, ended_at)
 ), before AS (
-    SELECT c.tenant_id, c.conversation_id, c.customer_id
-    FROM conversations c JOIN input i USING (tenant_id, conversation_id)
+    SELECT i.tenant_id, i.conversation_id,
+           (SELECT c.customer_id IS NULL FROM conversations c
+            WHERE c.tenant_id = i.tenant_id AND c.conversation_id = i.conversation_id) AS anonymous
+    FROM input i
 ), upsert AS (
-    INSERT INTO conversations AS c (tenant_id, conversation_id, customer_id, user_id)
+    INSERT INTO conversations AS c (
+        tenant_id, conversation_id, customer_id, user_id, started_at, ended_at)
     SELECT * FROM input ORDER BY 1, 2
     ON CONFLICT (tenant_id, conversation_id) DO UPDATE
         SET customer_id = coalesce(excluded.customer_id, c.customer_id),
             user_id = coalesce(excluded.user_id, c.user_id),
+            started_at = least(c.started_at, excluded.started_at),
+            ended_at = greatest(c.ended_at, excluded.ended_at),
             last_archived_at = now()
     RETURNING tenant_id, conversation_id, customer_id, user_id
 )
 SELECT u.tenant_id, u.conversation_id, u.customer_id, u.user_id,
-       (b.conversation_id IS NOT NULL AND b.customer_id IS NULL AND u.customer_id IS NOT NULL)
-           AS identified_now
-FROM upsert u LEFT JOIN before b USING (tenant_id, conversation_id);
+       (coalesce(b.anonymous, false) AND u.customer_id IS NOT NULL) AS identified_now
+FROM upsert u JOIN before b USING (tenant_id, conversation_id);
 
 -- name: insert_messages
 -- New messages only, one row per identity. A message identified by its content and its own
@@ -68,16 +75,7 @@ WITH fresh AS (
     FROM fresh
     ORDER BY ordinal
     ON CONFLICT DO NOTHING
-    RETURNING tenant_id, conversation_id, "timestamp", source_key
-), counted AS (
-    UPDATE conversations c
-    SET message_count = c.message_count + a.n,
-        started_at = least(c.started_at, a.first_at),
-        ended_at = greatest(c.ended_at, a.last_at)
-    FROM (SELECT tenant_id, conversation_id, count(*) AS n,
-                 min("timestamp") AS first_at, max("timestamp") AS last_at
-          FROM ins GROUP BY 1, 2) a
-    WHERE c.tenant_id = a.tenant_id AND c.conversation_id = a.conversation_id
+    RETURNING source_key
 )
 SELECT source_key, count(*) AS n FROM ins GROUP BY source_key;
 
@@ -138,18 +136,25 @@ WHERE conversation_id = $1 AND ($2::text IS NULL OR tenant_id = $2)
 ORDER BY "timestamp", id;
 
 -- name: conversations_page
--- Newest first, keyset-paginated on (ended_at, tenant_id, conversation_id).
-SELECT tenant_id, conversation_id, customer_id, user_id, started_at, ended_at, message_count,
-       last_archived_at
-FROM conversations
-WHERE ($1::text IS NULL OR tenant_id = $1)
-  AND ($2::text IS NULL OR customer_id = $2)
-  AND ($3::text IS NULL OR user_id = $3)
-  AND ($4::timestamptz IS NULL OR ended_at >= $4)
-  AND ended_at IS NOT NULL
-  AND ($5::timestamptz IS NULL OR (ended_at, tenant_id, conversation_id) < ($5, $6, $7))
-ORDER BY ended_at DESC, tenant_id DESC, conversation_id DESC
-LIMIT $8;
+-- Newest first, keyset-paginated on (ended_at, tenant_id, conversation_id). Message counts are
+-- counted for the page's rows only, from what the archive holds now.
+SELECT p.*,
+       (SELECT count(*) FROM conversation_history h
+        WHERE h.tenant_id = p.tenant_id AND h.conversation_id = p.conversation_id) AS message_count
+FROM (
+    SELECT tenant_id, conversation_id, customer_id, user_id, started_at, ended_at,
+           last_archived_at
+    FROM conversations
+    WHERE ($1::text IS NULL OR tenant_id = $1)
+      AND ($2::text IS NULL OR customer_id = $2)
+      AND ($3::text IS NULL OR user_id = $3)
+      AND ($4::timestamptz IS NULL OR ended_at >= $4)
+      AND ended_at IS NOT NULL
+      AND ($5::timestamptz IS NULL OR (ended_at, tenant_id, conversation_id) < ($5, $6, $7))
+    ORDER BY ended_at DESC, tenant_id DESC, conversation_id DESC
+    LIMIT $8
+) p
+ORDER BY p.ended_at DESC, p.tenant_id DESC, p.conversation_id DESC;
 
 -- name: dead_letters_list
 SELECT id, source_key, error, octet_length(raw) AS bytes, first_seen_at, last_seen_at, attempts,

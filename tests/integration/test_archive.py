@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from consumer import model, producer, service, store
+from consumer import model, producer, queries, service, store
 from tests.conftest import sample
 from tests.waiting import eventually
 
@@ -49,7 +49,7 @@ async def write_conversation(redis: aioredis.Redis, conversation: str) -> str:
 async def rows(db: asyncpg.Connection) -> list[asyncpg.Record]:
     return await db.fetch(
         "SELECT conversation_id, message_role, message_content, message_key, metadata,"
-        " customer_id, tenant_id FROM conversation_history ORDER BY conversation_id, timestamp, id"
+        ' customer_id, tenant_id, "timestamp" FROM conversation_history ORDER BY conversation_id, timestamp, id'
     )
 
 
@@ -66,7 +66,9 @@ async def test_archives_messages_and_deletes_checkpoint_and_shadow(
     assert await redis.exists(key, parts.archiver.redis.layout.shadow(key)) == 0
     assert await redis.zscore(parts.archiver.redis.layout.deadlines, key) is None
     conv = await db.fetchrow("SELECT * FROM conversations WHERE conversation_id = 'wa-msg-abc123'")
-    assert conv is not None and conv["message_count"] == 4
+    assert conv is not None and conv["customer_id"] == "6f1c2b1e-8a4d-4f5e-9c1a-2b3c4d5e6f70"
+    times = [r["timestamp"] for r in archived]
+    assert (conv["started_at"], conv["ended_at"]) == (min(times), max(times))
 
 
 async def test_replays_and_overlapping_checkpoints_never_duplicate(
@@ -83,8 +85,8 @@ async def test_replays_and_overlapping_checkpoints_never_duplicate(
     assert len(keys) == len(set(keys)) == 4 + 2 + 1  # 4 first, 2 new, 1 summary
     summary = [r for r in archived if r["message_key"].startswith("summary:")]
     assert len(summary) == 1 and summary[0]["message_role"] == "system"
-    count = await db.fetchval("SELECT message_count FROM conversations")
-    assert count == 7
+    page = await db.fetch(queries.get("conversations_page"), *[None] * 7, 10)
+    assert [r["message_count"] for r in page] == [7]
 
 
 async def test_two_archivers_racing_on_the_same_keys_archive_each_once(
