@@ -54,11 +54,14 @@ from typing import Self
 
 import asyncpg
 
+from consumer import migrate
+
 __all__ = [
     "PostgresServer",
     "RedisServer",
     "ServerBinaryNotFoundError",
     "create_database",
+    "create_migrated_database",
     "descendants",
     "drop_database",
     "free_port",
@@ -772,6 +775,17 @@ async def create_database(admin_dsn: str, name: str, template: str | None = None
     if template is not None:
         sql += f" TEMPLATE {quote_ident(template)}"
     await _execute(admin_dsn, sql)
+
+
+async def create_migrated_database(server: PostgresServer, name: str) -> None:
+    """CREATE DATABASE ``name`` on ``server`` with every migration applied (a template to
+    clone per test or per scenario)."""
+    await create_database(server.dsn(), name)
+    conn = await asyncpg.connect(server.dsn(name), timeout=10)
+    try:
+        await migrate.migrate(conn)
+    finally:
+        await conn.close()
 
 
 async def drop_database(admin_dsn: str, name: str) -> None:

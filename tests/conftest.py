@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from consumer import migrate, service, settings
+from consumer import service, settings
 from tests import servers
 
 TEMPLATE = "archiver_template"
@@ -29,17 +29,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.R
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.PostgresServer]:
     with servers.PostgresServer(tmp_path_factory.mktemp("pg")) as server:
-        asyncio.run(_build_template(server))
+        asyncio.run(servers.create_migrated_database(server, TEMPLATE))
         yield server
-
-
-async def _build_template(server: servers.PostgresServer) -> None:
-    await servers.create_database(server.dsn(), TEMPLATE)
-    conn = await asyncpg.connect(server.dsn(TEMPLATE))
-    try:
-        await migrate.migrate(conn)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
+from consumer import display
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
@@ -41,18 +43,7 @@ def summary(values: Sequence[float], digits: int = 1) -> dict[str, Any]:
 def bucket_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
     """Quantile (0..1) from cumulative (upper bound, count) pairs, interpolated linearly as
     Prometheus' histogram_quantile does; None without observations."""
-    total = buckets[-1][1] if buckets else 0.0
-    if total <= 0:
-        return None
-    target, lower, below = q * total, 0.0, 0.0
-    for bound, count in buckets:
-        if count >= target:
-            if math.isinf(bound):
-                return lower
-            share = (target - below) / (count - below) if count > below else 1.0
-            return lower + (bound - lower) * share
-        lower, below = bound, count
-    return lower
+    return display.quantile(list(buckets), q)
 
 
 def histogram(metrics: dict[str, float], name: str) -> list[tuple[float, float]]:
@@ -67,12 +58,14 @@ def histogram(metrics: dict[str, float], name: str) -> list[tuple[float, float]]
 
 def log_events(path: Path, event: str) -> Iterator[dict[str, Any]]:
     """The JSON log lines of one event name (other lines are skipped)."""
-    needle = f'"event": "{event}"'.encode()
+    needle = f'"{event}"'.encode()
     with path.open("rb") as lines:
         for line in lines:
             if needle in line:
                 with contextlib.suppress(orjson.JSONDecodeError):
-                    yield orjson.loads(line)
+                    parsed = orjson.loads(line)
+                    if isinstance(parsed, dict) and parsed.get("event") == event:
+                        yield parsed
 
 
 _TICK = os.sysconf("SC_CLK_TCK")

@@ -12,10 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
 import redis.asyncio as aioredis
 
-from consumer import migrate
 from tests import servers
 
 TEMPLATE = "bench_template"
@@ -52,7 +50,7 @@ class Stack:
         """Empty Redis and set its keyspace notifications (the archiver may add flags)."""
         client = aioredis.Redis.from_url(self.redis_url)
         try:
-            await client.flushall()
+            await client.flushall(asynchronous=True)  # a million keys: freed in the background
             await client.config_set("notify-keyspace-events", notify)
         finally:
             await client.aclose()
@@ -65,15 +63,6 @@ def pg_settings(fsync: bool) -> dict[str, str]:
     return {"fsync": "on", "full_page_writes": "on"}
 
 
-async def _build_template(pg: servers.PostgresServer) -> None:
-    await servers.create_database(pg.dsn(), TEMPLATE)
-    conn = await asyncpg.connect(pg.dsn(TEMPLATE))
-    try:
-        await migrate.migrate(conn)
-    finally:
-        await conn.close()
-
-
 @contextlib.contextmanager
 def started(workdir: Path, fsync: bool) -> Iterator[Stack]:
     """Start Redis and PostgreSQL (migrated template included); stop both on leaving."""
@@ -84,5 +73,5 @@ def started(workdir: Path, fsync: bool) -> Iterator[Stack]:
         pg = stack.enter_context(
             servers.PostgresServer(workdir / "pg", settings=pg_settings(fsync))
         )
-        asyncio.run(_build_template(pg))
+        asyncio.run(servers.create_migrated_database(pg, TEMPLATE))
         yield Stack(redis, pg)
