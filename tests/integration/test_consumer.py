@@ -58,7 +58,11 @@ async def test_expired_shadow_triggers_archiving(
         await redis.set(key, payload("by-event"), px=15_400)  # due: just over the 15 s buffer
         await redis.set(layout.shadow(key), b"", px=300)  # no deadline entry: events only
         await eventually(lambda: archived(db, "by-event"), timeout=20, what="archived by event")
-        assert await redis.exists(key) == 0
+
+        async def deleted() -> bool:  # the compare-and-delete follows the commit
+            return await redis.exists(key) == 0
+
+        await eventually(deleted, what="checkpoint deleted after the commit")
 
 
 async def test_writes_without_shadows_get_one_from_their_ttl(
