@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 import structlog
@@ -71,17 +71,20 @@ class Archiver:
         self._database_down_until = 0.0  # monotonic; while in the future, hold without trying
 
     async def archive(
-        self, keys: Sequence[str], due_ms: int, received: float | None = None
+        self, keys: Sequence[str], due_ms: int, received: Mapping[str, float] | None = None
     ) -> model.BatchOutcome:
-        """Archive the due keys among `keys`; never raises for one bad checkpoint."""
-        started = received if received is not None else time.monotonic()
+        """Archive the due keys among `keys`; never raises for one bad checkpoint.
+        `received`: when each key's trigger arrived (monotonic), else now: what `ms` counts from."""
+        started = _Started(received or {}, time.monotonic())
         unique = list(dict.fromkeys(keys))
         claims = await self.redis.claim(unique, self.token, due_ms)
+        started.lap("claim_ms")
         outcome = model.BatchOutcome(requested=len(unique))
         await self._note_unclaimed(claims, outcome)
         claimed = [c for c in claims if c.status is model.ClaimStatus.CLAIMED]
         if claimed:
             await self._archive_claimed(claimed, outcome, started)
+            _log_batch(outcome, started)
         metrics.BATCH_SIZE.observe(len(claimed))
         return outcome
 
@@ -107,9 +110,10 @@ class Archiver:
         await self.redis.unschedule(gone)
 
     async def _archive_claimed(
-        self, claimed: Sequence[model.Claim], outcome: model.BatchOutcome, started: float
+        self, claimed: Sequence[model.Claim], outcome: model.BatchOutcome, started: _Started
     ) -> None:
         decoded = self._decode(claimed)
+        started.lap("decode_ms")
         if time.monotonic() < self._database_down_until:
             # PostgreSQL just failed: hold at once instead of making every batch wait for
             # its own timeout while more checkpoints come due behind it.
@@ -123,6 +127,7 @@ class Archiver:
             await self._hold(decoded.values, exc, outcome)
             return
         self._database_down_until = 0.0
+        started.lap("write_ms")
         await self._finish(decoded, counts, outcome, started)
 
     def _decode(self, claimed: Sequence[model.Claim]) -> Decoded:
@@ -184,15 +189,19 @@ class Archiver:
         return first | second, refused_first + refused_second
 
     async def _finish(
-        self, decoded: Decoded, counts: dict[str, int], outcome: model.BatchOutcome, started: float
+        self,
+        decoded: Decoded,
+        counts: dict[str, int],
+        outcome: model.BatchOutcome,
+        started: _Started,
     ) -> None:
         done = [(k, checkpoints.digest(v)) for k, v in decoded.values.items()]
         finished = await self.redis.finish(done, self.token)
         changed = [f.key for f in finished if f.result == 0]
         if changed:
             await self.redis.arm(changed)
-        elapsed_ms = (time.monotonic() - started) * 1000
-        self._count(decoded, counts, changed, outcome, elapsed_ms)
+        started.lap("finish_ms")
+        self._count(decoded, counts, changed, outcome, started)
 
     def _count(
         self,
@@ -200,19 +209,23 @@ class Archiver:
         counts: dict[str, int],
         changed: list[str],
         outcome: model.BatchOutcome,
-        elapsed_ms: float,
+        started: _Started,
     ) -> None:
+        now = time.monotonic()
         for c in decoded.checkpoints:
             n = counts.get(c.source_key, 0)
-            outcome.archived += 1
-            outcome.messages += n
-            metrics.ARCHIVED.inc()
-            metrics.MESSAGES.inc(n)
-            metrics.LATENCY.observe(elapsed_ms / 1000)
+            elapsed = now - started.of(c.source_key)
+            metrics.LATENCY.observe(elapsed)
             log.info(
                 "checkpoint.archived", key=c.source_key, conversation_id=c.conversation_id,
-                tenant_id=c.tenant_id, messages=n, ms=round(elapsed_ms, 1),
+                tenant_id=c.tenant_id, messages=n, ms=round(elapsed * 1000, 1),
             )  # fmt: skip
+        archived = len(decoded.checkpoints)
+        messages = sum(counts.get(c.source_key, 0) for c in decoded.checkpoints)
+        outcome.archived += archived
+        outcome.messages += messages
+        metrics.ARCHIVED.inc(archived)
+        metrics.MESSAGES.inc(messages)
         for d in decoded.dead:
             outcome.dead_letters += 1
             metrics.DEAD_LETTERS.inc()
@@ -250,6 +263,39 @@ class Archiver:
         written = int(info.written_ts * 1000) if info else now
         wanted = now + p.buffer_ms + p.sweep_interval_ms
         return min(wanted, written + p.checkpoint_ttl_ms + p.max_hold_ms)
+
+
+@dataclass(slots=True)
+class _Started:
+    """When each key's trigger arrived (monotonic; keys without one: when the batch began),
+    and how long each step of the batch took (`lap`), for the batch's log line."""
+
+    received: Mapping[str, float]
+    batch: float
+    laps: dict[str, float] = field(default_factory=dict)
+    last: float = 0.0
+
+    def of(self, key: str) -> float:
+        return self.received.get(key, self.batch)
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps[name] = round((now - (self.last or self.batch)) * 1000, 1)
+        self.last = now
+
+    @property
+    def queued_ms(self) -> float:
+        oldest = min(self.received.values(), default=self.batch)
+        return round(max(0.0, self.batch - oldest) * 1000, 1)
+
+
+def _log_batch(outcome: model.BatchOutcome, started: _Started) -> None:
+    """One line per batch that claimed something: its size and where its time went."""
+    log.info(
+        "batch.archived", checkpoints=outcome.archived, messages=outcome.messages,
+        dead_letters=outcome.dead_letters, held=outcome.held, queued_ms=started.queued_ms,
+        **started.laps,
+    )  # fmt: skip
 
 
 def _describe(exc: BaseException) -> str:

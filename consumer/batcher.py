@@ -45,8 +45,10 @@ class Batcher:
         due = [h for h in batch if h.kind == "archive"]
         outcome = model.BatchOutcome()
         if due:
-            received = min(h.received for h in due)
-            outcome = await self.archiver.archive([h.key for h in due], self.due_ms, received)
+            received: dict[str, float] = {}
+            for h in due:  # a key hinted twice waits since its first hint
+                received.setdefault(h.key, h.received)
+            outcome = await self.archiver.archive(list(received), self.due_ms, received)
             tally(self.state, outcome)
         if arm:  # keys already due are left to the deadline index (arm() schedules them)
             armed = await self.archiver.redis.arm(arm)

@@ -113,6 +113,7 @@ def migrate_command(**values: Any) -> None:
 def run_command(**values: Any) -> None:
     """The always-on consumer: keyevent listener, deadline index, sweeper, health and metrics."""
     s = _settings(values)
+    service.tune_gc()
     try:
         asyncio.run(service.run(s))
     except exceptions.PendingMigrationsError as exc:
@@ -128,6 +129,7 @@ def run_command(**values: Any) -> None:
 def sweep_command(**values: Any) -> None:
     """One sweep, then exit (for cron): non-zero if any checkpoint failed."""
     s = _settings(values)
+    service.tune_gc()
     try:
         report = asyncio.run(service.sweep_once(s))
     except exceptions.ArchiverError as exc:

@@ -24,7 +24,6 @@ from typing import Any
 import asyncpg
 import click
 import redis.asyncio as aioredis
-import structlog
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from rich.console import Console
@@ -320,8 +319,7 @@ async def play(o: Options, s: settings.Settings, console: Console) -> display.Re
 def _logging_to(path: Path, level: str) -> Iterator[None]:
     """Logs go to a file while the demo owns the terminal; back to stderr afterwards."""
     with path.open("a", encoding="utf-8") as handle:
-        logs.configure(level, "json")
-        structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=handle))
+        logs.configure(level, "json", stream=handle)
         logging.basicConfig(level=logging.WARNING, stream=handle, force=True)
         try:
             yield

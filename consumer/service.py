@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 import time
@@ -22,6 +23,7 @@ from consumer import (
     batcher,
     checkpoints,
     codecs,
+    connection,
     deadlines,
     exceptions,
     health,
@@ -62,7 +64,7 @@ async def connected(settings: Settings) -> AsyncIterator[Parts]:
     pool = await store.connect(
         settings.database_url, command_timeout=settings.db_timeout, max_size=settings.workers + 2
     )
-    client = aioredis.Redis.from_url(
+    client = connection.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,
@@ -340,6 +342,22 @@ def on_stop(event: asyncio.Event) -> Any:
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Collect less often than CPython's default for a long-lived process that archives.
+
+    A batch allocates tens of thousands of short-lived containers (each parsed checkpoint is a
+    few dozen); with the default thresholds (700, 10, 10) full collections then traverse every
+    live object often enough to double the cost of decoding (measured: 200 -> 94 µs per
+    checkpoint beside a million live objects). Our garbage is freed by reference counting, not
+    by the collector; objects alive at start-up are frozen out of collections altogether.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def run(settings: Settings) -> None:

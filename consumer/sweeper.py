@@ -3,6 +3,7 @@ repair missing shadows. Notifications are hints; the sweep is the truth."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import uuid
@@ -100,21 +101,41 @@ class Sweeper:
         return report
 
     async def _scan(self, report: SweepReport, token: str, lease_ms: int) -> None:
-        cursor: int = 0
-        match = self.redis.layout.scan_match
-        count = self.settings.scan_count
-        while True:
-            cursor, found = await self.redis.client.scan(cursor, match=match, count=count)
-            batch = [checkpoints.text(k) for k in found]
-            batch = [k for k in batch if self.redis.layout.is_checkpoint(k)]
-            report.found += len(batch)
-            if batch:
-                await self._handle(batch, report)
-            await self.redis.script("renew")(
-                keys=[self.redis.layout.sweep_lock], args=[token, lease_ms]
-            )
-            if cursor == 0:
-                return
+        """Page through the checkpoint keys; the next page is read while this one is handled,
+        so that round trips to Redis overlap with our own work on a page."""
+        renewed = time.monotonic()
+        pending = asyncio.ensure_future(self._page(0))
+        try:
+            while True:
+                cursor, batch = await pending
+                if cursor != 0:
+                    pending = asyncio.ensure_future(self._page(cursor))
+                report.found += len(batch)
+                if batch:
+                    await self._handle(batch, report)
+                if time.monotonic() - renewed > lease_ms / 4000:
+                    await self._renew(token, lease_ms)
+                    renewed = time.monotonic()
+                if cursor == 0:
+                    return
+        finally:  # an error on this page: the page read ahead is dropped (and its error read)
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+
+    async def _page(self, cursor: int) -> tuple[int, list[str]]:
+        """One SCAN page: the next cursor and the checkpoint keys found."""
+        layout = self.redis.layout
+        cursor, found = await self.redis.client.scan(
+            cursor, match=layout.scan_match, count=self.settings.scan_count
+        )
+        keys_ = [checkpoints.text(k) for k in found]
+        return cursor, [k for k in keys_ if layout.is_checkpoint(k)]
+
+    async def _renew(self, token: str, lease_ms: int) -> None:
+        """Extend the sweep lock (renewed every quarter lease while the sweep runs)."""
+        await self.redis.script("renew")(
+            keys=[self.redis.layout.sweep_lock], args=[token, lease_ms]
+        )
 
     async def _handle(self, batch: Sequence[str], report: SweepReport) -> None:
         due, unarmed = await self._classify(batch)
