@@ -54,6 +54,7 @@ class Finished:
     result: int
 
 
+SCRIPTS = ("claim", "finish", "arm", "hold", "release", "renew", "take_due", "classify")
 CHUNK = 500  # checkpoints per script call: bounds how long one call blocks Redis
 
 
@@ -74,21 +75,18 @@ class Checkpoints:
         self.layout = layout
         self.timing = timing
         self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(lua(name))
-            for name in (
-                "claim",
-                "finish",
-                "arm",
-                "hold",
-                "release",
-                "renew",
-                "take_due",
-                "classify",
-            )
+            name: client.register_script(lua(name)) for name in SCRIPTS
         }
 
     def script(self, name: str) -> AsyncScript:
         return self._scripts[name]
+
+    async def load_scripts(self) -> None:
+        """Load every script into Redis now, not on the first batch's NOSCRIPT reply."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for script in self._scripts.values():
+                pipe.script_load(script.script)
+            await pipe.execute()
 
     def ages(self, batch: Sequence[str], now: int) -> list[int]:
         ages = []

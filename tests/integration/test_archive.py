@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from consumer import model, producer, queries, service, store
+from consumer import checkpoints, model, producer, queries, service, store
 from tests.conftest import sample
 from tests.waiting import eventually
 
@@ -320,3 +321,26 @@ async def test_a_message_id_is_one_row_even_if_its_timestamp_is_reserialised(
         await P.write(redis, key, orjson.dumps({"messages": [message]}))
         await parts.archiver.archive([key], NOW_DUE)
     assert await db.fetchval("SELECT count(*) FROM conversation_history") == 1
+
+
+async def test_warm_up_prepares_connections_partitions_and_scripts(
+    parts: service.Parts, redis: aioredis.Redis, db: asyncpg.Connection
+) -> None:
+    """Before the first burst: pooled connections with the write path prepared, this month's
+    and next month's partitions, the Lua scripts loaded; writing afterwards still works."""
+    december = datetime(2031, 12, 30, 23, 0, tzinfo=UTC)
+    await parts.archiver.redis.load_scripts()
+    await parts.store.warm(3, now=december)
+    assert parts.store.pool.get_size() >= 3
+    partitions = {
+        r["name"]
+        for r in await db.fetch(
+            "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        )
+    }
+    assert {"conversation_history_2031_12", "conversation_history_2032_01"} <= partitions
+    shas = [parts.archiver.redis.script(name).sha for name in checkpoints.SCRIPTS]
+    assert await redis.script_exists(*shas) == [True] * len(shas)
+    key = await write(redis, "warmed", "basic.json", at=time.time() - 20)
+    outcome = await parts.archiver.archive([key], NOW_DUE)
+    assert outcome.archived == 1
