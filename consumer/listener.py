@@ -27,6 +27,9 @@ log = structlog.get_logger("consumer.listener")
 CONNECTION_ERRORS = (RedisError, OSError, TimeoutError)
 REPROBE_S = 60.0  # while degraded: has someone enabled notifications?
 REVERIFY_S = 300.0  # while on events: has someone disabled them?
+# A burst of events is parsed from buffered replies without suspending: let the workers run
+# (claim, write) every so many events, so that PostgreSQL starts on the burst at once.
+YIELD_EVERY = 100
 
 
 class SubscriptionLost(RedisError):
@@ -120,6 +123,7 @@ class Listener:
         silent_limit = 2 * ping_every + self.settings.redis_timeout
         last_heard = last_ping = time.monotonic()
         probe_due = time.monotonic()
+        burst = 0
         while True:
             if time.monotonic() >= probe_due:
                 pause = REVERIFY_S if self.state.mode == "events" else REPROBE_S
@@ -131,6 +135,9 @@ class Listener:
                 last_heard = now
                 if message.get("type") == "message":
                     self._route(message)
+                burst += 1
+                if burst % YIELD_EVERY == 0:  # buffered replies never suspend get_message
+                    await asyncio.sleep(0)
             if now - last_ping >= ping_every:
                 last_ping = now
                 await pubsub.ping()
