@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     redis_timeout: Duration = _opt(10.0, "Timeout of one Redis command.", gt=0)
     batch_size: int = _opt(500, "Checkpoints archived per batch at most.", ge=1)
     batch_wait: Duration = _opt(0.02, "Longest wait to fill a batch.", ge=0)
-    workers: int = _opt(4, "Concurrent archive batches.", ge=1)
+    workers: int = _opt(8, "Concurrent archive batches.", ge=1)
     queue_size: int = _opt(20000, "Pending archive hints held in memory.", RUN, ge=1)
     deadline_poll: Duration = _opt(0.1, "How often the deadline index is checked.", RUN, gt=0)
     claim_ttl: Duration = _opt(120.0, "Lease on a checkpoint being archived.", gt=0)
