@@ -212,11 +212,12 @@ class Archiver:
         started: _Started,
     ) -> None:
         now = time.monotonic()
+        bound = log.bind()  # once per batch: the lazy proxy re-binds on every call otherwise
         for c in decoded.checkpoints:
             n = counts.get(c.source_key, 0)
             elapsed = now - started.of(c.source_key)
             metrics.LATENCY.observe(elapsed)
-            log.info(
+            bound.info(
                 "checkpoint.archived", key=c.source_key, conversation_id=c.conversation_id,
                 tenant_id=c.tenant_id, messages=n, ms=round(elapsed * 1000, 1),
             )  # fmt: skip
