@@ -14,9 +14,12 @@ import orjson
 from consumer import checkpoints, keys, migrate, model, queries
 
 _STAGING_COLUMNS = (
-    "ordinal", "tenant_id", "customer_id", "user_id", "conversation_id", "timestamp", "keyed_by_time",
+    "ordinal", "tenant_id", "customer_id", "user_id", "conversation_id", "timestamp_us", "keyed_by_time",
     "message_role", "message_content", "metadata", "message_key", "source_key",
 )  # fmt: skip
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 TRANSIENT = (
     OSError,
@@ -101,7 +104,8 @@ class Store:
         """Commit a batch: new messages per source key (0 for duplicates only). `resolved`:
         dead letters (ids) that this batch archives, marked resolved in the same transaction."""
         await self.ensure_schema()
-        await self._ensure_partitions(batch)
+        conversations = _conversation_columns(batch)
+        await self._ensure_months(_partition_moments(batch, conversations[4], conversations[5]))
         async with self.pool.acquire() as conn, conn.transaction():
             if resolved:
                 await conn.execute(queries.get("dead_letters_resolve"), list(resolved))
@@ -109,7 +113,7 @@ class Store:
                 await conn.execute(queries.get("insert_dead_letters"), *_dead_columns(dead))
             if not batch:
                 return {}
-            ids = await conn.fetch(queries.get("lock_conversations"), *_conversation_columns(batch))
+            ids = await conn.fetch(queries.get("lock_conversations"), *conversations)
             late = [r for r in ids if r["identified_now"]]
             if late:
                 pairs = [[r["tenant_id"] for r in late], [r["conversation_id"] for r in late]]
@@ -141,9 +145,6 @@ class Store:
                 "archiver_staging", records=[], columns=_STAGING_COLUMNS
             )
             await conn.fetch(queries.get("insert_messages"))
-
-    async def _ensure_partitions(self, batch: Iterable[model.Checkpoint]) -> None:
-        await self._ensure_months(m.timestamp for c in batch for m in c.messages)
 
     async def _ensure_months(self, moments: Iterable[datetime]) -> None:
         needed: dict[tuple[int, int], datetime] = {}
@@ -184,6 +185,24 @@ def next_month(moment: datetime) -> datetime:
     return (first + timedelta(days=32)).replace(day=1)
 
 
+def _partition_moments(
+    batch: Sequence[model.Checkpoint],
+    starts: Sequence[datetime | None],
+    ends: Sequence[datetime | None],
+) -> list[datetime]:
+    """A moment in each month the batch's messages fall in. Usually each conversation's first
+    and last messages share a month, and its first tells; otherwise every message is looked at
+    (a conversation may span years: only the months that hold messages get a partition)."""
+    pairs = zip(starts, ends, strict=True)
+    if all(a is None or b is None or _month(a) == _month(b) for a, b in pairs):
+        return [first for first in starts if first is not None]
+    return [m.timestamp for c in batch for m in c.messages]
+
+
+def _month(moment: datetime) -> tuple[int, int]:
+    return moment.year, moment.month
+
+
 def _conversation_columns(batch: Sequence[model.Checkpoint]) -> list[list[Any]]:
     """One entry per conversation, in key order: tenant, conversation, customer, user (later
     checkpoints fill in ids earlier ones lacked), first and last message times."""
@@ -212,27 +231,37 @@ class _Conversation:
         self.user_id = c.user_id or self.user_id
         if not c.messages:
             return
-        first = min(m.timestamp for m in c.messages)
-        last = max(m.timestamp for m in c.messages)
+        stamps = [m.timestamp for m in c.messages]
+        first, last = min(stamps), max(stamps)
         self.started_at = first if self.started_at is None else min(first, self.started_at)
         self.ended_at = last if self.ended_at is None else max(last, self.ended_at)
 
 
 def _staging_rows(
     batch: Sequence[model.Checkpoint], known: dict[tuple[str, str], tuple[str | None, str | None]]
-) -> Iterable[tuple[Any, ...]]:
+) -> list[tuple[Any, ...]]:
     """Rows for COPY; customer and user as the conversation row holds them after the upsert."""
-    ordinal = 0
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
+    micros: dict[datetime, int] = {}  # checkpoints of a conversation repeat their messages' times
     for c in batch:
         customer, user = known[(c.tenant_id, c.conversation_id)]
         source = keys.for_storage(c.source_key)
         for m in c.messages:
-            ordinal += 1
             by_time = m.key.startswith("h:") and m.metadata.get("timestamp_source") != "checkpoint"
-            yield (
-                ordinal, c.tenant_id, customer, user, c.conversation_id, m.timestamp, by_time,
-                m.role, m.content, orjson.dumps(m.metadata).decode(), m.key, source,
-            )  # fmt: skip
+            us = micros.get(m.timestamp)
+            if us is None:
+                us = micros[m.timestamp] = (m.timestamp - _EPOCH) // _MICROSECOND
+            append((
+                len(rows) + 1, c.tenant_id, customer, user, c.conversation_id,
+                us, by_time, m.role, m.content,
+                _json(m.metadata), m.key, source,
+            ))  # fmt: skip
+    return rows
+
+
+def _json(metadata: dict[str, Any]) -> str:
+    return orjson.dumps(metadata).decode() if metadata else "{}"
 
 
 def _dead_columns(dead: Sequence[model.DeadLetter]) -> list[list[Any]]:

@@ -344,3 +344,24 @@ async def test_warm_up_prepares_connections_partitions_and_scripts(
     key = await write(redis, "warmed", "basic.json", at=time.time() - 20)
     outcome = await parts.archiver.archive([key], NOW_DUE)
     assert outcome.archived == 1
+
+
+async def test_message_times_are_stored_to_the_microsecond_across_the_admitted_years(
+    parts: service.Parts, redis: aioredis.Redis, db: asyncpg.Connection
+) -> None:
+    stamps = [
+        "1970-01-01T00:00:00Z",
+        "2026-11-22T06:00:00.000001+00:00",
+        "2026-11-22T07:30:59.123456+01:30",
+        "2199-12-31T23:59:59.999999Z",
+    ]
+    document = {
+        "conversation_id": "times",
+        "messages": [{"role": "user", "content": f"m{i}", "timestamp": s} for i, s in enumerate(stamps)],
+    }  # fmt: skip
+    key = P.key("times", time.time())
+    await P.write(redis, key, orjson.dumps(document))
+    outcome = await parts.archiver.archive([key], NOW_DUE)
+    assert (outcome.archived, outcome.messages) == (1, 4)
+    stored = [r["timestamp"] for r in await rows(db)]
+    assert stored == sorted(datetime.fromisoformat(s).astimezone(UTC) for s in stamps)
