@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -46,8 +46,7 @@ class Timing:
     hold_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
+class Finished(NamedTuple):
     """Outcome of compare-and-delete for one key: 1 deleted, 0 changed since, -1 gone."""
 
     key: str
@@ -198,10 +197,15 @@ def text(value: bytes | str) -> str:
     return value.decode("utf-8", ENCODING_ERRORS) if isinstance(value, bytes) else value
 
 
+_STATUSES: dict[bytes | str, model.ClaimStatus] = {
+    form: status for status in model.ClaimStatus for form in (status.value, status.value.encode())
+}  # what claim.lua replies, as bytes (or str, on a client that decodes): a dict is 5x an Enum call
+
+
 def _claim_of(key: str, reply: Any) -> model.Claim:
     if isinstance(reply, Exception):
         return model.Claim(key, model.ClaimStatus.ERROR, error=str(reply))
-    status = model.ClaimStatus(text(reply[0]))
+    status = _STATUSES[reply[0]]
     pttl = int(reply[1])
     if status is model.ClaimStatus.CLAIMED:
         return model.Claim(key, status, value=reply[2], pttl_ms=pttl)

@@ -71,11 +71,7 @@ class Layout:
 
     def parse(self, key: str) -> KeyInfo | None:
         """The key's conversation and write time, or None if it is not a checkpoint key."""
-        match = self.regex.match(key)
-        if match is None:
-            return None
-        written = datetime.fromtimestamp(int(match.group("timestamp")), tz=UTC)
-        return KeyInfo(key, match.group("conversation_id"), written)
+        return _parse(self.pattern, key)
 
     def is_checkpoint(self, key: str) -> bool:
         return self.regex.match(key) is not None
@@ -122,6 +118,15 @@ def _compile(pattern: str) -> re.Pattern[str]:
     body = body.replace(re.escape("{conversation_id}"), "(?P<conversation_id>.+)")
     body = body.replace(re.escape("{timestamp}"), r"(?P<timestamp>[0-9]{1,11})")
     return re.compile(f"^{body}$", re.DOTALL)
+
+
+@functools.lru_cache(maxsize=16384)  # the archive path parses each key three times
+def _parse(pattern: str, key: str) -> KeyInfo | None:
+    match = _compile(pattern).match(key)
+    if match is None:
+        return None
+    written = datetime.fromtimestamp(int(match.group("timestamp")), tz=UTC)
+    return KeyInfo(key, match.group("conversation_id"), written)
 
 
 def colocatable(key: str) -> bool:

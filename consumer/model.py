@@ -56,9 +56,9 @@ class ClaimStatus(enum.Enum):
     ERROR = "error"
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The outcome of claiming one checkpoint key; `value` is set when CLAIMED."""
+class Claim(NamedTuple):
+    """The outcome of claiming one checkpoint key; `value` is set when CLAIMED (a named
+    tuple: one per checkpoint on the archive path)."""
 
     key: str
     status: ClaimStatus
