@@ -13,7 +13,7 @@ import asyncpg
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
-from consumer import checkpoints, codecs, exceptions, keys, metrics, model, store
+from consumer import checkpoints, codecs, exceptions, keys, logs, metrics, model, store
 from consumer.settings import Settings
 
 log = structlog.get_logger("consumer.archive")
@@ -212,15 +212,16 @@ class Archiver:
         started: _Started,
     ) -> None:
         now = time.monotonic()
-        bound = log.bind()  # once per batch: the lazy proxy re-binds on every call otherwise
+        lines = []
         for c in decoded.checkpoints:
-            n = counts.get(c.source_key, 0)
             elapsed = now - started.of(c.source_key)
             metrics.LATENCY.observe(elapsed)
-            bound.info(
-                "checkpoint.archived", key=c.source_key, conversation_id=c.conversation_id,
-                tenant_id=c.tenant_id, messages=n, ms=round(elapsed * 1000, 1),
-            )  # fmt: skip
+            lines.append({
+                "key": c.source_key, "conversation_id": c.conversation_id,
+                "tenant_id": c.tenant_id, "messages": counts.get(c.source_key, 0),
+                "ms": round(elapsed * 1000, 1),
+            })  # fmt: skip
+        logs.info_lines(log, "checkpoint.archived", lines)
         archived = len(decoded.checkpoints)
         messages = sum(counts.get(c.source_key, 0) for c in decoded.checkpoints)
         outcome.archived += archived

@@ -56,3 +56,46 @@ def test_events_below_the_level_are_not_written() -> None:
     log.info("quiet")
     log.warning("loud")
     assert [line["event"] for line in _read(stream)] == ["loud"]
+
+
+def test_info_lines_writes_what_one_info_call_per_record_writes() -> None:
+    stream, log = _lines()
+    records = [{"key": f"k:{i}", "messages": i, "ms": 0.5} for i in range(3)]
+    for record in records:
+        log.info("checkpoint.archived", **record)
+    logs.info_lines(log, "checkpoint.archived", records)
+    one_by_one, at_once = _read(stream)[:3], _read(stream)[3:]
+    for line in one_by_one + at_once:
+        assert str(line.pop("timestamp")).endswith("Z")
+    assert at_once == one_by_one
+
+
+def test_info_lines_escapes_what_orjson_refuses() -> None:
+    stream, log = _lines()
+    logs.info_lines(log, "checkpoint.archived", [{"key": "bad-\udcff-key"}])
+    assert [line["key"] for line in _read(stream)] == ["bad-\udcff-key"]
+
+
+def test_info_lines_respects_the_level() -> None:
+    stream, log = _lines("warning")
+    logs.info_lines(log, "checkpoint.archived", [{"key": "k:1"}])
+    log.warning("loud")
+    assert [line["event"] for line in _read(stream)] == ["loud"]
+
+
+def test_info_lines_reach_captured_logs() -> None:
+    _, log = _lines()
+    with structlog.testing.capture_logs() as captured:
+        logs.info_lines(log, "checkpoint.archived", [{"key": "k:1"}, {"key": "k:2"}])
+    assert [(c["event"], c["key"]) for c in captured] == [
+        ("checkpoint.archived", "k:1"),
+        ("checkpoint.archived", "k:2"),
+    ]
+
+
+def test_info_lines_on_a_console_go_through_structlog() -> None:
+    stream = io.StringIO()
+    logs.configure("info", "console", stream=stream)
+    logs.info_lines(structlog.get_logger("test"), "checkpoint.archived", [{"key": "k:1"}])
+    assert "checkpoint.archived" in stream.getvalue()
+    assert "k:1" in stream.getvalue()
