@@ -145,6 +145,8 @@ def _decode(source_key: str, raw: bytes, ctx: _Context) -> model.Checkpoint:
 
 
 def _as_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is UTC:  # a key's time, always
+        return moment
     if moment.utcoffset() is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)

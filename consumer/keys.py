@@ -135,6 +135,7 @@ def colocatable(key: str) -> bool:
     return hash_tag(key) is not None or "}" not in key
 
 
+@functools.lru_cache(maxsize=16384)  # claim and finish name each key's companions twice
 def _wrap(key: str) -> str:
     """Embed a checkpoint key so the result hashes to its slot (if colocatable), reversibly."""
     return f"~{key}" if hash_tag(key) is not None else f"{{{key}}}"
