@@ -79,15 +79,15 @@ def info_lines(logger: Any, event: str, records: Iterable[dict[str, Any]]) -> No
     """Log `event` at info once per record, as `logger.info(event, **record)` would.
 
     With JSON lines configured, the lines are the same objects (one timestamp for all) in one
-    write: 1 µs a line instead of 7, for the line each archived checkpoint gets."""
+    write: about 3 µs a line instead of 7, for the line each archived checkpoint gets."""
     direct = _DIRECT[0] if _DIRECT else None
     if direct is None or not direct.current():
         for record in records:
             logger.info(event, **record)
         return
-    context = structlog.contextvars.get_contextvars()
-    tail = {"level": "info", "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
-    lines = [_dumps(context | record | {"event": event} | tail) for record in records]
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    tail = structlog.contextvars.get_contextvars() | {"level": "info", "timestamp": stamp}
+    lines = [_dumps({**record, "event": event, **tail}) for record in records]
     if lines:
         direct.stream.write(b"\n".join(lines) + b"\n")
         direct.stream.flush()
