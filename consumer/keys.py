@@ -120,7 +120,7 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile(f"^{body}$", re.DOTALL)
 
 
-@functools.lru_cache(maxsize=16384)  # the archive path parses each key three times
+@functools.lru_cache(maxsize=16384)  # claim parses each key, decoding again (a hold: a third time)
 def _parse(pattern: str, key: str) -> KeyInfo | None:
     match = _compile(pattern).match(key)
     if match is None:
@@ -135,7 +135,6 @@ def colocatable(key: str) -> bool:
     return hash_tag(key) is not None or "}" not in key
 
 
-@functools.lru_cache(maxsize=16384)  # claim and finish name each key's companions twice
 def _wrap(key: str) -> str:
     """Embed a checkpoint key so the result hashes to its slot (if colocatable), reversibly."""
     return f"~{key}" if hash_tag(key) is not None else f"{{{key}}}"
