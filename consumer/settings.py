@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     deadline_poll: Duration = _opt(0.1, "How often the deadline index is checked.", RUN, gt=0)
     claim_ttl: Duration = _opt(120.0, "Lease on a checkpoint being archived.", gt=0)
     sweep_lease: Duration = _opt(60.0, "Lease of the sweep lock across replicas.", gt=0)
-    scan_count: int = _opt(500, "COUNT hint per SCAN call (one classify script per page).", ge=1)
+    scan_count: int = _opt(300, "COUNT hint per SCAN call (one classify script per page).", ge=1)
     ping_interval: Duration = _opt(5.0, "Pub/sub liveness ping interval.", RUN, gt=0)
     selftest_timeout: Duration = _opt(5.0, "Wait for the notification self-test event.", RUN, gt=0)
     configure_notifications: bool = _opt(
