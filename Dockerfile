@@ -4,17 +4,22 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- build: install the project and its dependencies into a virtualenv --------------------
+# --- build: install the locked dependencies, then the project, into a virtualenv ----------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/archiver
 WORKDIR /src
+# The exact, hashed versions of requirements.lock (refreshed by `make lock`), build backend
+# included, so that nothing is resolved at build time.
+COPY requirements.lock ./
+RUN /opt/archiver/bin/pip install --require-hashes --no-deps -r requirements.lock
 # Only what the wheel needs (pyproject.toml names README.md; sql/ is force-included).
 COPY pyproject.toml README.md ./
 COPY consumer ./consumer
 COPY sql ./sql
-RUN /opt/archiver/bin/pip install . \
+RUN /opt/archiver/bin/pip install --no-deps --no-build-isolation . \
+ && /opt/archiver/bin/pip check \
  && /opt/archiver/bin/archiver --version
 
 # --- runtime: the virtualenv only, run by an unprivileged user ----------------------------

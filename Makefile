@@ -1,19 +1,32 @@
 # The README's commands are these targets. `make test` builds its own venv and starts its own servers.
+# Every install path installs the pinned, hashed versions of requirements-dev.lock (the
+# Dockerfile: requirements.lock); `make lock` refreshes both from pyproject.toml.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+LOCK := requirements-dev.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
+COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--all-build-deps --no-emit-index-url --no-emit-find-links
 
-.PHONY: install servers lint test unit integration acceptance demo bench faults clean
+.PHONY: install lock servers lint test unit integration acceptance demo bench faults clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# A changed lock rebuilds the venv from scratch: what is installed is exactly the lock.
+$(STAMP): pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	rm -f $(VENV)/.installed-*
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
+
+# Refresh the locks after editing pyproject.toml's dependencies; pins already in a lock are
+# kept unless UPGRADE=--upgrade (or --upgrade-package NAME) is given.
+lock: install
+	$(COMPILE) $(UPGRADE) --extra dev -o requirements-dev.lock pyproject.toml
+	$(COMPILE) $(UPGRADE) -o requirements.lock pyproject.toml
 
 lint: install
 	$(BIN)/ruff check consumer tests ops

@@ -46,7 +46,7 @@ class Observer:
                     self._note(message)
         finally:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     def _note(self, message: dict[str, Any]) -> None:
         data = message.get("data")

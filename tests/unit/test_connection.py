@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import DataError
 
 from consumer import connection
@@ -22,7 +23,7 @@ CASES: list[tuple[Any, ...]] = [
 ]
 
 
-def _packed(conn: aioredis.Connection, args: tuple[Any, ...]) -> bytes:
+def _packed(conn: AbstractConnection, args: tuple[Any, ...]) -> bytes:
     return b"".join(bytes(part) for part in conn.pack_command(*args))
 
 
@@ -39,8 +40,24 @@ def test_refuses_what_redis_py_refuses(value: object) -> None:
         connection.Connection().pack_command("SET", "k", value)
 
 
-def test_redis_urls_get_it_unix_sockets_keep_their_class() -> None:
-    tcp = connection.from_url("redis://127.0.0.1:1/0")
-    unix = connection.from_url("unix:///tmp/archiver-none.sock")
-    assert tcp.connection_pool.connection_class is connection.Connection
-    assert unix.connection_pool.connection_class is not connection.Connection
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:1/0", connection.Connection),
+        ("rediss://127.0.0.1:1/0", connection.SSLConnection),
+        ("unix:///tmp/archiver-none.sock?db=2", connection.UnixConnection),
+    ],
+)
+def test_each_scheme_gets_its_own_connection_class(url: str, expected: type) -> None:
+    client = connection.from_url(url)
+    assert client.connection_pool.connection_class is expected
+
+
+def test_unix_socket_connection_keeps_its_path_and_packs_with_hiredis() -> None:
+    pool = connection.from_url("unix:///tmp/archiver-none.sock?db=2").connection_pool
+    conn = pool.make_connection()  # type: ignore[no-untyped-call]
+    assert isinstance(conn, aioredis.UnixDomainSocketConnection)
+    assert conn.path == "/tmp/archiver-none.sock"
+    assert conn.db == 2
+    theirs = aioredis.UnixDomainSocketConnection(path="/tmp/x")
+    assert _packed(conn, CASES[2]) == _packed(theirs, CASES[2])
