@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import asyncpg
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
@@ -124,6 +123,8 @@ class Archiver:
         except Exception as exc:  # the database failed us: keep everything in Redis
             if store.is_transient(exc):
                 self._database_down_until = time.monotonic() + self.policy.retry_after_ms / 1000
+            if store.is_read_only(exc):  # a failover: the primary may be elsewhere now
+                await self.store.reconnect()
             await self._hold(decoded.values, exc, outcome)
             return
         self._database_down_until = 0.0
@@ -175,9 +176,9 @@ class Archiver:
         try:
             async with asyncio.timeout(self.policy.write_timeout):  # a hung server, too
                 return await self.store.write(batch, dead), []
-        except asyncpg.PostgresError as exc:
-            if store.is_transient(exc) or not batch:
-                raise
+        except Exception as exc:
+            if not store.is_data_error(exc) or not batch:
+                raise  # the database failed, not the data: the caller holds the whole batch
             if len(batch) == 1:
                 key = batch[0].source_key
                 refused = model.DeadLetter(key, raw[key], f"refused by PostgreSQL: {exc}"[:1000])

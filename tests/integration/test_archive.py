@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from consumer import checkpoints, model, producer, queries, service, store
+from consumer import checkpoints, model, producer, queries, service
 from tests.conftest import sample
 from tests.waiting import eventually
 
@@ -300,7 +300,7 @@ async def test_hold_never_exceeds_max_hold(parts: service.Parts, redis: aioredis
         dead: Sequence[model.DeadLetter],
         resolved: Sequence[int] = (),
     ) -> dict[str, int]:
-        raise store.TRANSIENT[0]("database down")
+        raise ConnectionRefusedError("database down")
 
     parts.store.write = down  # type: ignore[method-assign]
     await parts.archiver.archive([key], NOW_DUE)
