@@ -22,7 +22,7 @@ import orjson
 from consumer import model
 from consumer.exceptions import DecodeError
 
-__all__ = ["PICKLE_REFUSED", "CodecOptions", "decode"]
+__all__ = ["PICKLE_REFUSED", "CodecOptions", "decode", "is_pickle"]
 
 PICKLE_REFUSED: Final = (
     "pickle payload refused; set ARCHIVER_ALLOW_PICKLE=1 to admit restricted pickles"
@@ -139,9 +139,14 @@ def _decode(source_key: str, raw: bytes, ctx: _Context) -> model.Checkpoint:
     limit = ctx.options.max_payload_bytes
     if len(raw) > limit:
         raise DecodeError(f"payload: {len(raw)} bytes is over the limit of {limit}")
-    if raw[:1] == _PICKLE_MARK:
+    if is_pickle(raw):
         return _checkpoint(source_key, _load_pickle(raw, ctx.options), ctx)
     return _checkpoint(source_key, _load_json(raw), ctx, raw)
+
+
+def is_pickle(raw: bytes) -> bool:
+    """Whether a payload is a pickle (protocol 2 or later), by its first byte."""
+    return raw[:1] == _PICKLE_MARK
 
 
 def _as_utc(moment: datetime) -> datetime:

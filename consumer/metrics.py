@@ -10,6 +10,10 @@ ARCHIVED = Counter(
 )
 MESSAGES = Counter("archiver_messages_archived", "Messages newly inserted into PostgreSQL.")
 DEAD_LETTERS = Counter("archiver_dead_letters", "Checkpoints moved to archive_dead_letters.")
+OVERSIZED = Counter(
+    "archiver_oversized_dead_letters",
+    "Checkpoints over ARCHIVER_MAX_PAYLOAD, dead-lettered with only their first bytes kept.",
+)
 ERRORS = Counter("archiver_errors", "Failures, by stage.", ["stage"])
 EVENTS = Counter("archiver_events_received", "Keyspace events received, by kind.", ["event"])
 HINTS_DROPPED = Counter(

@@ -51,6 +51,13 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, CONNECTION_FAILURES) and not is_data_error(exc)
 
 
+def is_timeout(exc: BaseException) -> bool:
+    """The batch ran out of time: our own timeout, a statement_timeout or a lock_timeout."""
+    return isinstance(
+        exc, TimeoutError | asyncpg.QueryCanceledError | asyncpg.LockNotAvailableError
+    )
+
+
 def is_read_only(exc: BaseException) -> bool:
     """The server refuses writes (a standby, or a primary being demoted): reconnect to find the
     new primary behind the same address."""
@@ -282,10 +289,16 @@ def _staging_rows(
 
 
 def _dead_columns(dead: Sequence[model.DeadLetter]) -> list[list[Any]]:
-    unique = {(keys.for_storage(d.source_key), checkpoints.digest(d.raw)): d for d in dead}
+    """Columns of insert_dead_letters; a dead letter is identified by its key and the SHA-1
+    of its whole value (what compare-and-delete compares), truncated or not."""
+    unique = {
+        (keys.for_storage(d.source_key), d.sha1 or checkpoints.digest(d.raw)): d for d in dead
+    }
     return [
         [key for key, _ in unique],
         [sha for _, sha in unique],
         [d.raw for d in unique.values()],
         [d.error for d in unique.values()],
+        [len(d.raw) if d.size is None else d.size for d in unique.values()],
+        [d.truncated for d in unique.values()],
     ]
