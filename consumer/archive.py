@@ -112,7 +112,9 @@ class Archiver:
             claims = await self.redis.claim(pending, self.token, due_ms)
             started.lap("claim_ms")
             pending = [c.key for c in claims if c.status is model.ClaimStatus.DEFERRED]
-            await self._round(claims, outcome, started)
+            this_round = model.BatchOutcome()
+            await self._round(claims, this_round, started)
+            outcome.add(this_round)
         return outcome
 
     async def release_in_flight(self) -> None:
@@ -190,20 +192,23 @@ class Archiver:
     ) -> None:
         decoded = await self._decode(claimed)
         started.lap("decode_ms")
-        for group in self._groups(decoded):
-            await self._archive_group(group, outcome, started)
-
-    def _groups(self, decoded: Decoded) -> list[Decoded]:
-        """The batch, less any checkpoint whose batch timed out lately: each of those alone,
-        so that one slow checkpoint holds no others hostage."""
         now = time.monotonic()
         suspects = {
             c.source_key for c in decoded.checkpoints if self._suspects.get(c.source_key, 0) > now
         }
         if not suspects:
-            return [decoded]
+            await self._archive_group(decoded, outcome, started)
+            return
+        # Any checkpoint whose batch timed out lately is written alone, all at once beside the
+        # others: one slow checkpoint holds none hostage, and a slow database costs one timeout.
         rest, alone = decoded.split(suspects)
-        return [rest, *alone] if rest.values else alone
+        groups = [rest, *alone] if rest.values else alone
+        done = await asyncio.gather(
+            *(self._archive_group(g, outcome, started) for g in groups), return_exceptions=True
+        )
+        for failure in done:
+            if isinstance(failure, BaseException):
+                raise failure
 
     async def _archive_group(
         self, decoded: Decoded, outcome: model.BatchOutcome, started: _Started
@@ -228,11 +233,10 @@ class Archiver:
         await self._finish(decoded, counts, outcome, started)
 
     async def _note_failure(self, exc: BaseException, decoded: Decoded, since: float) -> None:
-        """A batch that timed out while other writes succeeded lately is slow itself: its
+        """A batch that timed out while other writes succeeded meanwhile is slow itself: its
         checkpoints are written alone for a while. Otherwise PostgreSQL is failing: hold every
         batch at once for a moment."""
-        recent = time.monotonic() - self._last_write_ok < 2 * self.policy.timeout_for(0)
-        if store.is_timeout(exc) and len(decoded.checkpoints) > 1 and recent:
+        if store.is_timeout(exc) and self._last_write_ok > since:
             self._suspect([c.source_key for c in decoded.checkpoints])
         elif store.is_transient(exc):
             self._database_down_until = time.monotonic() + self.policy.retry_after_ms / 1000
