@@ -71,7 +71,7 @@ def _settings(values: dict[str, Any]) -> settings.Settings:
         loaded = settings.load(**values)
     except exceptions.ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    logs.configure(loaded.log_level, loaded.log_format)
+    logs.configure(loaded.log_level, loaded.log_format, buffer_bytes=loaded.log_buffer)
     return loaded
 
 

@@ -47,6 +47,10 @@ EVICTION_RISK = Gauge(
     "archiver_eviction_risk",
     "1 when Redis maxmemory-policy may evict keys that carry a TTL, -1 when it cannot be read.",
 )
+LOG_LINES_DROPPED = Counter(
+    "archiver_log_lines_dropped",
+    "Log lines dropped because the reader of stderr lagged (never waited for).",
+)
 HOLD_EXHAUSTED = Counter(
     "archiver_checkpoints_hold_exhausted",
     "Due checkpoints whose hold reached ARCHIVER_MAX_HOLD: they expire unarchived.",
