@@ -192,9 +192,9 @@ class Consumer:
 
     async def run(self) -> None:
         """Run until stopped (SIGTERM/SIGINT) or until a task dies (then raise, to be restarted)."""
-        runner = None
-        if self.settings.http_port:
-            runner = await web.serve(self.state, self.settings.http_host, self.settings.http_port)
+        runner, s = None, self.settings
+        if s.http_port:
+            runner = await web.serve(self.state, s.http_host, s.http_port, s.http_timeout)
         running = {asyncio.create_task(make(), name=name) for name, make in self.tasks().items()}
         stop = asyncio.create_task(self.stopping.wait(), name="stop")
         log.info("consumer.started", tasks=sorted(t.get_name() for t in running))
