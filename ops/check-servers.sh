@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test suite starts private redis-server, postgres and prometheus processes and runs
-# promtool; make sure the binaries exist, installing Debian's packages when we can (root with
-# apt-get), else say what is missing.
+# The test suite starts private redis-server, postgres and prometheus processes, runs promtool,
+# and runs archivers with a skewed clock through libfaketime (Debian's faketime package, for
+# the clock_skew fault scenario); make sure they exist, installing Debian's packages when we
+# can (root with apt-get), else say what is missing.
 set -euo pipefail
 have_pg() {
   command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/postgres" ] && return 0
@@ -10,10 +11,14 @@ have_pg() {
 have_prometheus() {
   [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]
 }
+have_faketime() {
+  compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null
+}
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 have_pg || missing+=(postgresql)
 have_prometheus || missing+=(prometheus)
+have_faketime || missing+=(faketime)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${missing[*]} (test servers and tools)"
