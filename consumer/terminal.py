@@ -1,0 +1,270 @@
+"""What the commands print: stored strings as text only, lists that keep ids whole, and JSON.
+
+* A stored string (message content, ids, keys, errors) reaches the terminal only through
+  `visible()`: never as rich markup, and with control characters, escape sequences, bidi
+  overrides and invisible characters shown as escapes (`\\x1b`, `\\u202e`), styled on a
+  terminal so that they stand out from the text around them.
+* Colour and styles only on a terminal, and none with NO_COLOR; piped output is plain.
+* A list is a table at its natural width when that fits the terminal (piped: always), else
+  one block of `label  value` lines per row. Neither cuts nor wraps an id or a cursor: a
+  value longer than the terminal is one line that the terminal itself folds. Only a column
+  marked `prose` (an error, a message) is folded, inside its own column.
+* JSON: one document on stdout; a list is `{"items": [...], "next": cursor-or-null}`; times
+  as `times.iso`; characters a terminal could act on are written as `\\uXXXX` escapes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from rich.cells import cell_len
+from rich.console import Console
+from rich.text import Text
+
+from consumer import times
+
+# Single-line values (ids, keys, errors): every control and invisible character.
+_UNSAFE_LINE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+)
+# Prose (message content): line breaks and tabs stay, and so do the joiners and marks that
+# scripts and emoji need; what can move the cursor, recolour or reorder the screen does not.
+_UNSAFE_PROSE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+ESCAPE_STYLE = "reverse"
+GAP = 2
+PROSE_MIN = 20
+
+Kind = Literal["id", "text", "number", "time", "prose"]
+
+
+# --- text ----------------------------------------------------------------------------------------
+
+
+def _escape(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(value: str, *, prose: bool = False) -> Text:
+    """A stored string as rich Text: never markup, unsafe characters shown as escapes."""
+    pattern = _UNSAFE_PROSE if prose else _UNSAFE_LINE
+    text = Text(no_wrap=False)
+    start = 0
+    for match in pattern.finditer(value):
+        text.append(value[start : match.start()])
+        text.append(_escape(match.group()), style=ESCAPE_STYLE)
+        start = match.end()
+    text.append(value[start:])
+    return text
+
+
+def plain(value: str) -> str:
+    """`visible` without styles: for one-line messages such as errors."""
+    return visible(value).plain
+
+
+def cell(value: Any, kind: Kind = "text") -> Text:
+    """One value as a single line of a table or record."""
+    if value is None:
+        return Text("")
+    if isinstance(value, datetime):
+        return Text(times.text(value))
+    if isinstance(value, bool):
+        return Text("yes" if value else "no")
+    return visible(str(value))
+
+
+def console() -> Console:
+    """stdout, with markup, emoji codes and highlighting off; rich honours NO_COLOR."""
+    return Console(markup=False, emoji=False, highlight=False)
+
+
+def errors() -> Console:
+    return Console(stderr=True, markup=False, emoji=False, highlight=False)
+
+
+def width_of(out: Console) -> int | None:
+    """The terminal's width; None (unlimited) when the output is not a terminal."""
+    return out.width if out.is_terminal else None
+
+
+def print_line(out: Console, text: Text | str) -> None:
+    """One logical line, never wrapped by us (the terminal folds it if it must)."""
+    out.print(text if isinstance(text, Text) else Text(text), soft_wrap=True)
+
+
+# --- lists ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A column of a list: its title, how to get its value from a row, and its kind."""
+
+    title: str
+    get: Callable[[Mapping[str, Any]], Any]
+    kind: Kind = "text"
+
+
+def column(title: str, key: str, kind: Kind = "text") -> Column:
+    return Column(title, lambda row: row.get(key), kind)
+
+
+def listing(out: Console, columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows as a table if it fits, else as records (see the module docstring)."""
+    cells = [[cell(c.get(row), c.kind) for c in columns] for row in rows]
+    widths = _natural_widths(columns, cells)
+    if _fits(columns, widths, width_of(out)):
+        _table(out, columns, cells, widths)
+    else:
+        records(out, [[(c.title, v) for c, v in zip(columns, line, strict=True)] for line in cells])
+
+
+def _natural_widths(columns: Sequence[Column], cells: list[list[Text]]) -> list[int]:
+    return [
+        max([len(c.title), *(line[i].cell_len for line in cells)]) for i, c in enumerate(columns)
+    ]
+
+
+def _fits(columns: Sequence[Column], widths: list[int], limit: int | None) -> bool:
+    if limit is None:
+        return True
+    fixed = [w for c, w in zip(columns, widths, strict=True) if c.kind != "prose"]
+    prose = [min(w, PROSE_MIN) for c, w in zip(columns, widths, strict=True) if c.kind == "prose"]
+    return sum(fixed) + sum(prose) + GAP * (len(widths) - 1) <= limit
+
+
+def _table(
+    out: Console, columns: Sequence[Column], cells: list[list[Text]], widths: list[int]
+) -> None:
+    header = [Text(c.title, style="bold") for c in columns]
+    limit = width_of(out)
+    for line in [header, *cells]:
+        for text in _row_lines(columns, line, widths, limit):
+            print_line(out, text)
+
+
+def _row_lines(
+    columns: Sequence[Column], line: list[Text], widths: list[int], limit: int | None
+) -> list[Text]:
+    """One row, padded; a last prose column too wide for the terminal folds in its column."""
+    head = Text()
+    for i, (c, value) in enumerate(zip(columns, line, strict=True)):
+        if i == len(columns) - 1:
+            return _fold_last(head, value, c.kind, limit)
+        pad = " " * (widths[i] - value.cell_len)
+        head.append_text(Text(pad) + value if c.kind == "number" else value + Text(pad))
+        head.append(" " * GAP)
+    return [head]
+
+
+def _fold_last(head: Text, value: Text, kind: Kind, limit: int | None) -> list[Text]:
+    room = None if limit is None else limit - head.cell_len
+    if kind != "prose" or room is None or value.cell_len <= room:
+        return [head + value]
+    pieces = _chop(value, room)
+    indent = Text(" " * head.cell_len)
+    return [head + pieces[0], *(indent + piece for piece in pieces[1:])]
+
+
+def _chop(value: Text, room: int) -> list[Text]:
+    """`value` cut into pieces of at most `room` cells (wide characters count twice)."""
+    offsets, used = [], 0
+    for i, char in enumerate(value.plain):
+        size = cell_len(char)
+        if used + size > room:
+            offsets.append(i)
+            used = 0
+        used += size
+    return list(value.divide(offsets))
+
+
+def records(out: Console, blocks: Sequence[Sequence[tuple[str, Text]]]) -> None:
+    """Blocks of `label  value` lines, a blank line between blocks; values never wrapped."""
+    for n, block in enumerate(blocks):
+        if n:
+            print_line(out, "")
+        fields(out, block)
+
+
+def fields(out: Console, pairs: Sequence[tuple[str, Text]]) -> None:
+    label_width = max((len(label) for label, _ in pairs), default=0)
+    for label, value in pairs:
+        print_line(out, Text.assemble((label.ljust(label_width), "bold"), " " * GAP, value))
+
+
+# --- JSON ----------------------------------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return times.iso(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def dumps(value: Any) -> str:
+    """JSON for people and scripts alike: indented, times in UTC with Z, terminal-safe."""
+    options = orjson.OPT_INDENT_2 | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+    try:
+        raw = orjson.dumps(value, default=_default, option=options).decode()
+    except orjson.JSONEncodeError:  # a lone surrogate (bytes that were not UTF-8): escape all
+        return json.dumps(value, default=_default, indent=2, ensure_ascii=True)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", raw)
+
+
+# --- a command's output --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """Where a command's result goes: JSON (`--json`) or text for people."""
+
+    json: bool = False
+
+    def items(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        columns: Sequence[Column],
+        next_cursor: str | None = None,
+        empty: str = "nothing found",
+    ) -> None:
+        """A list: `{"items": [...], "next": ...}`, or a listing and the next page's flag."""
+        if self.json:
+            print(dumps({"items": list(rows), "next": next_cursor}))
+            return
+        out = console()
+        listing(out, columns, rows) if rows else note(empty)
+        if next_cursor:
+            print_line(out, Text("more: --after ") + Text(next_cursor))
+
+    def document(self, value: Any, show: Callable[[Console], None]) -> None:
+        """One result: the JSON document, or `show` drawing it for people."""
+        if self.json:
+            print(dumps(value))
+        else:
+            show(console())
+
+    def summary(self, value: Any, line: str) -> None:
+        """A result that is one line of text for people."""
+        self.document(value, lambda out: print_line(out, visible(line)))
+
+
+def note(message: str) -> None:
+    """A remark for the person at the terminal (stderr): not part of the data."""
+    print_line(errors(), Text(plain(message), style="dim"))
