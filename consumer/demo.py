@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from rich.console import Console
 
 from consumer import (
+    commands,
     display,
     embedded,
     exceptions,
@@ -428,7 +429,7 @@ def run(o: Options, console: Console) -> display.Report:
         return result
 
 
-@click.command("demo")
+@click.command("demo", cls=commands.Command)
 @click.option(
     "--conversations",
     type=click.IntRange(1, 100_000),

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
 from rich.console import Console
+from rich.text import Text
 
 from consumer import terminal
 
@@ -85,7 +87,7 @@ def test_escapes_are_styled_on_a_terminal_and_plain_when_piped() -> None:
     assert piped == "a\\x1bb\n"
 
 
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {"id": "c-" + "x" * 150, "n": 12, "error": "first error"},
     {"id": "short", "n": 1, "error": "e" * 100},
 ]
@@ -124,7 +126,7 @@ def test_a_table_that_fits_folds_only_its_prose_column() -> None:
 def test_wide_characters_count_twice_when_folding() -> None:
     rows = [{"id": "c", "n": 1, "error": "界" * 40}]
     lines = only_styles(render(lambda c: terminal.listing(c, COLUMNS, rows), width=40)).splitlines()
-    assert all(terminal.Text(line).cell_len <= 40 for line in lines)
+    assert all(Text(line).cell_len <= 40 for line in lines)
     assert "".join(line.strip() for line in lines[1:]).endswith("界" * 10)
 
 
