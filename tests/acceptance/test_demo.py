@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -25,6 +26,7 @@ VERDICT = re.compile(
     r" (\d+)/(\d+) malformed checkpoints in archive_dead_letters, Redis keys left: 0$",
     re.MULTILINE,
 )
+EXPORT = re.compile(r"^export (ARCHIVER_\w+)=(\S+)$", re.MULTILINE)
 STARTED = re.compile(r"^started (redis-server|postgres) \(pid (\d+)\) at (\S+)$", re.MULTILINE)
 
 
@@ -49,6 +51,15 @@ def demo(
         [sys.executable, "-m", "consumer", "demo", *args],
         cwd=cwd, env=clean | (env or {}), capture_output=True, text=True, timeout=100,
         check=False,
+    )  # fmt: skip
+
+
+def archiver(cwd: Path, exports: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Another command run with the `export` lines the demo printed, as a person pastes them."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "consumer", *args], cwd=cwd, env=clean | exports,
+        capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
 
@@ -95,6 +106,15 @@ async def test_demo_archives_everything_then_keeps_servers_until_clean(workdir: 
 
     kept = started(result.stdout)
     assert set(kept) == {"redis-server", "postgres"}
+    exports = dict(EXPORT.findall(result.stdout))
+    assert exports == {
+        "ARCHIVER_REDIS_URL": kept["redis-server"][1],
+        "ARCHIVER_DATABASE_URL": kept["postgres"][1],
+        "ARCHIVER_HEALTH_FILE": str((workdir / ".archiver" / "health.json").resolve()),
+    }
+    listed = archiver(workdir, exports, "conversations", "--json", "--limit", "500")
+    assert listed.returncode == 0, listed.stderr
+    assert len(orjson.loads(listed.stdout)["items"]) == 30
     assert (workdir / ".archiver" / "postgres" / "cluster" / "data" / "PG_VERSION").is_file()
     assert await sql_counts(kept["postgres"][1]) == (expected, malformed)
     assert await checkpoint_keys(kept["redis-server"][1]) == []
