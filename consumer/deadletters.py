@@ -24,10 +24,10 @@ class Replay:
 COLUMNS = [
     terminal.column("id", "id", "number"),
     terminal.column("key", "source_key", "id"),
-    terminal.column("bytes", "bytes", "number"),
-    terminal.column("attempts", "attempts", "number"),
-    terminal.column("first seen", "first_seen_at", "time"),
-    terminal.column("resolved", "resolved_at", "time"),
+    terminal.column("bytes", "bytes", "number", drop=3),
+    terminal.column("attempts", "attempts", "number", drop=2),
+    terminal.column("first seen", "first_seen_at", "time", drop=1),
+    terminal.column("resolved", "resolved_at", "time", drop=4),
     terminal.column("error", "error", "prose"),
 ]
 

@@ -9,7 +9,6 @@ from typing import Any
 import asyncpg
 import orjson
 from rich.console import Console
-from rich.padding import Padding
 from rich.text import Text
 
 from consumer import cursors, exceptions, queries, terminal, times
@@ -87,26 +86,25 @@ def _after_message(cursor: str | None) -> tuple[datetime | None, int | None]:
 
 
 def render_messages(rows: list[dict[str, Any]], out: Console) -> None:
-    """Each message as a header line (time, role, tenant and people when they change) and its
-    content as it was written: every line and character, nothing cut, shown as text."""
+    """The conversation's ids (again whenever they change), then each message: a header line
+    (time, role) and its content as it was written, every line and character, as text."""
     context: tuple[Any, ...] | None = None
     for row in rows:
         now = (row["tenant_id"], row["conversation_id"], row["customer_id"], row["user_id"])
         if now != context:
-            terminal.print_line(out, _context_line(row))
+            _context(out, row, first=context is None)
             context = now
         terminal.print_line(out, _message_header(row))
         _content(out, row["message_content"])
 
 
-def _context_line(row: dict[str, Any]) -> Text:
-    parts = [("conversation", row["conversation_id"]), ("tenant", row["tenant_id"]),
+def _context(out: Console, row: dict[str, Any], first: bool) -> None:
+    if not first:
+        terminal.print_line(out, "")
+    pairs = [("conversation", row["conversation_id"]), ("tenant", row["tenant_id"]),
              ("customer", row["customer_id"]), ("user", row["user_id"])]  # fmt: skip
-    line = Text("── ", style="dim")
-    for n, (label, value) in enumerate(parts):
-        line.append(("  " if n else "") + f"{label} ", style="dim")
-        line.append_text(terminal.cell(value) if value is not None else Text("-", style="dim"))
-    return line
+    terminal.fields(out, [(label, terminal.cell(value)) for label, value in pairs])
+    terminal.print_line(out, "")
 
 
 def _message_header(row: dict[str, Any]) -> Text:
@@ -118,13 +116,19 @@ def _message_header(row: dict[str, Any]) -> Text:
     return header
 
 
+INDENT = 4
+
+
 def _content(out: Console, content: str) -> None:
+    """Every line of the content, indented; on a terminal wrapped between words to its width."""
     text = terminal.visible(content, prose=True)
-    if out.is_terminal:
-        out.print(Padding(text, (0, 0, 0, 4)), overflow="fold")
+    width = terminal.width_of(out)
+    if width is None:
+        lines = list(text.split("\n", allow_blank=True))
     else:
-        for line in text.split("\n", allow_blank=True):
-            terminal.print_line(out, Text("    ") + line)
+        lines = list(text.wrap(out, max(20, width - INDENT), overflow="fold"))
+    for line in lines:
+        terminal.print_line(out, Text(" " * INDENT) + line)
 
 
 # --- conversations -------------------------------------------------------------------------------
@@ -136,7 +140,7 @@ CONVERSATION_COLUMNS = [
     terminal.column("customer", "customer_id", "id"),
     terminal.column("user", "user_id", "id"),
     terminal.column("messages", "message_count", "number"),
-    terminal.column("started", "started_at", "time"),
+    terminal.column("started", "started_at", "time", drop=1),
     terminal.column("ended", "ended_at", "time"),
 ]
 

@@ -13,7 +13,7 @@ Three sources, each read on its own so that one being down does not hide the oth
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -153,13 +153,10 @@ def database_check(db: dict[str, Any]) -> dict[str, Any]:
         return _check("postgresql", False, db["error"])
     if db["pending_migrations"]:
         pending = ", ".join(db["pending_migrations"])
-        return _check(
-            "postgresql",
-            False,
-            f"{db['url']}: pending migrations {pending}: run `archiver migrate`",
-        )
+        detail = f"pending migrations {pending}: run `archiver migrate`"
+        return _check("postgresql", False, detail)
     applied = db["applied_migrations"][-1] if db["applied_migrations"] else "none"
-    return _check("postgresql", True, f"{db['url']}: reachable, schema current ({applied})")
+    return _check("postgresql", True, f"reachable, schema current ({applied})")
 
 
 def consumers_check(part: dict[str, Any], minimum: int) -> list[dict[str, Any]]:
@@ -200,18 +197,21 @@ async def checks(s: Settings, minimum: int) -> tuple[dict[str, Any], exits.ExitC
 
 # --- rendering -----------------------------------------------------------------------------------
 
+
+def _seconds(run: Mapping[str, Any]) -> str:
+    return f"{(run['finished_at'] - run['started_at']).total_seconds():.1f}"
+
+
 RUN_COLUMNS = [
-    terminal.column("id", "id", "number"),
+    terminal.column("id", "id", "number", drop=5),
     terminal.column("kind", "kind", "id"),
-    terminal.column("host", "host", "id"),
+    terminal.column("host", "host", "id", drop=1),
     terminal.column("started", "started_at", "time"),
-    terminal.Column(
-        "seconds", lambda r: f"{(r['finished_at'] - r['started_at']).total_seconds():.1f}", "number"
-    ),
+    terminal.Column("seconds", _seconds, "number", drop=3),
     terminal.column("status", "status", "id"),
-    terminal.column("found", "found", "number"),
+    terminal.column("found", "found", "number", drop=4),
     terminal.column("archived", "archived", "number"),
-    terminal.column("messages", "messages", "number"),
+    terminal.column("messages", "messages", "number", drop=2),
     terminal.column("dead", "dead_letters", "number"),
     terminal.column("errors", "errors", "number"),
 ]
@@ -220,7 +220,7 @@ CONSUMER_COLUMNS = [
     terminal.column("status", "status", "id"),
     terminal.column("mode", "mode", "id"),
     terminal.Column("seen", lambda b: f"{times.age(b['age_s'])} ago", "number"),
-    terminal.column("started", "started_at", "id"),
+    terminal.column("started", "started_at", "id", drop=1),
     terminal.Column("problems", lambda b: "; ".join(b.get("problems") or []), "prose"),
 ]
 CHECK_COLUMNS = [
@@ -253,28 +253,32 @@ def _file_fields(part: dict[str, Any]) -> list[tuple[str, Text]]:
 
 
 def _database_fields(db: dict[str, Any]) -> list[tuple[str, Text]]:
+    found = [("database", terminal.visible(db["url"]))]
     if not db["ok"]:
-        return [("database", Text("FAIL: ") + terminal.visible(db["error"]))]
+        return [*found, ("error", terminal.visible(db["error"]))]
     pending = db["pending_migrations"]
-    schema = f"pending migrations: {', '.join(pending)}" if pending else "schema current"
-    found = [("database", terminal.visible(f"{db['url']}: {schema}"))]
+    schema = f"pending migrations: {', '.join(pending)}" if pending else "current"
+    found.append(("schema", terminal.visible(schema)))
     if db["open_dead_letters"] is not None:
         found.append(("open dead letters", Text(str(db["open_dead_letters"]))))
     return found
 
 
+PROSE = {"check", "problems", "error", "schema"}
+
+
 def render(report: dict[str, Any], out: Console) -> None:
-    terminal.fields(out, _file_fields(report["health_file"]))
+    terminal.fields(out, _file_fields(report["health_file"]), PROSE)
     _heading(out, "consumers (heartbeats in Redis)")
     part = report["consumers"]
     if not part["ok"]:
-        terminal.print_line(out, Text("FAIL: ") + terminal.visible(part["error"]))
+        terminal.sentence(out, Text("FAIL: ") + terminal.visible(part["error"]))
     elif part["items"]:
         terminal.listing(out, CONSUMER_COLUMNS, part["items"])
     else:
         terminal.print_line(out, "none alive")
     _heading(out, "database")
-    terminal.fields(out, _database_fields(report["database"]))
+    terminal.fields(out, _database_fields(report["database"]), PROSE)
     if report["database"].get("runs"):
         _heading(out, "last runs")
         terminal.listing(out, RUN_COLUMNS, report["database"]["runs"])

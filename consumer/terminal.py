@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from rich.cells import cell_len
 from rich.console import Console
 from rich.text import Text
 
@@ -113,25 +112,49 @@ def print_line(out: Console, text: Text | str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """A column of a list: its title, how to get its value from a row, and its kind."""
+    """A column of a list: its title, how to get its value from a row, and its kind. A table
+    too wide for the terminal leaves out columns with a `drop` rank (highest first) before it
+    falls back to records; 0 means always shown."""
 
     title: str
     get: Callable[[Mapping[str, Any]], Any]
     kind: Kind = "text"
+    drop: int = 0
 
 
-def column(title: str, key: str, kind: Kind = "text") -> Column:
-    return Column(title, lambda row: row.get(key), kind)
+def column(title: str, key: str, kind: Kind = "text", drop: int = 0) -> Column:
+    return Column(title, lambda row: row.get(key), kind, drop)
 
 
 def listing(out: Console, columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> None:
-    """Rows as a table if it fits, else as records (see the module docstring)."""
+    """Rows as a table if it fits (leaving out droppable columns if it must), else as records
+    with every column (see the module docstring)."""
     cells = [[cell(c.get(row), c.kind) for c in columns] for row in rows]
     widths = _natural_widths(columns, cells)
-    if _fits(columns, widths, width_of(out)):
-        _table(out, columns, cells, widths)
-    else:
-        records(out, [[(c.title, v) for c, v in zip(columns, line, strict=True)] for line in cells])
+    keep = _columns_that_fit(columns, widths, width_of(out))
+    if keep is None:
+        prose = {c.title for c in columns if c.kind == "prose"}
+        blocks = [[(c.title, v) for c, v in zip(columns, line, strict=True)] for line in cells]
+        records(out, blocks, prose)
+        return
+    if len(keep) < len(columns):
+        hidden = ", ".join(c.title for i, c in enumerate(columns) if i not in keep)
+        note(f"not shown at this width: {hidden} (a wider terminal or --json shows them)")
+    _table(out, [columns[i] for i in keep], [[line[i] for i in keep] for line in cells],
+           [widths[i] for i in keep])  # fmt: skip
+
+
+def _columns_that_fit(
+    columns: Sequence[Column], widths: list[int], limit: int | None
+) -> list[int] | None:
+    """The columns a table can show within `limit`, or None if even the essential ones do not."""
+    keep = list(range(len(columns)))
+    droppable = sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: -columns[i].drop)
+    while not _fits([columns[i] for i in keep], [widths[i] for i in keep], limit):
+        if not droppable:
+            return None
+        keep.remove(droppable.pop(0))
+    return keep
 
 
 def _natural_widths(columns: Sequence[Column], cells: list[list[Text]]) -> list[int]:
@@ -152,59 +175,64 @@ def _table(
     out: Console, columns: Sequence[Column], cells: list[list[Text]], widths: list[int]
 ) -> None:
     header = [Text(c.title, style="bold") for c in columns]
-    limit = width_of(out)
     for line in [header, *cells]:
-        for text in _row_lines(columns, line, widths, limit):
+        for text in _row_lines(out, columns, line, widths):
             print_line(out, text)
 
 
 def _row_lines(
-    columns: Sequence[Column], line: list[Text], widths: list[int], limit: int | None
+    out: Console, columns: Sequence[Column], line: list[Text], widths: list[int]
 ) -> list[Text]:
     """One row, padded; a last prose column too wide for the terminal folds in its column."""
     head = Text()
     for i, (c, value) in enumerate(zip(columns, line, strict=True)):
+        pad = Text(" " * (widths[i] - value.cell_len))
         if i == len(columns) - 1:
-            return _fold_last(head, value, c.kind, limit)
-        pad = " " * (widths[i] - value.cell_len)
-        head.append_text(Text(pad) + value if c.kind == "number" else value + Text(pad))
+            if c.kind == "prose":
+                return _hanging(out, head, value)
+            return [_joined(head, pad + value if c.kind == "number" else value)]
+        head.append_text(pad + value if c.kind == "number" else value + pad)
         head.append(" " * GAP)
     return [head]
 
 
-def _fold_last(head: Text, value: Text, kind: Kind, limit: int | None) -> list[Text]:
-    room = None if limit is None else limit - head.cell_len
-    if kind != "prose" or room is None or value.cell_len <= room:
-        return [head + value]
-    pieces = _chop(value, room)
+def _hanging(out: Console, head: Text, value: Text) -> list[Text]:
+    """`head` then `value`, the value wrapped between words (folding a word too long) within
+    the room the terminal leaves, later lines indented under its start."""
+    limit = width_of(out)
+    if limit is None or head.cell_len + value.cell_len <= limit:
+        return [_joined(head, value)]
+    pieces = value.wrap(out, max(1, limit - head.cell_len), overflow="fold")
     indent = Text(" " * head.cell_len)
     return [head + pieces[0], *(indent + piece for piece in pieces[1:])]
 
 
-def _chop(value: Text, room: int) -> list[Text]:
-    """`value` cut into pieces of at most `room` cells (wide characters count twice)."""
-    offsets, used = [], 0
-    for i, char in enumerate(value.plain):
-        size = cell_len(char)
-        if used + size > room:
-            offsets.append(i)
-            used = 0
-        used += size
-    return list(value.divide(offsets))
+def _joined(head: Text, value: Text) -> Text:
+    """`head` then `value`, without trailing padding when the value is empty."""
+    line = head + value
+    if not value.plain:
+        line.rstrip()
+    return line
 
 
-def records(out: Console, blocks: Sequence[Sequence[tuple[str, Text]]]) -> None:
-    """Blocks of `label  value` lines, a blank line between blocks; values never wrapped."""
+def records(
+    out: Console, blocks: Sequence[Sequence[tuple[str, Text]]], prose: Container[str] = ()
+) -> None:
+    """Blocks of `label  value` lines, a blank line between blocks; values are never wrapped
+    (the terminal folds a long id), but those whose label is in `prose` are wrapped."""
     for n, block in enumerate(blocks):
         if n:
             print_line(out, "")
-        fields(out, block)
+        fields(out, block, prose)
 
 
-def fields(out: Console, pairs: Sequence[tuple[str, Text]]) -> None:
+def fields(out: Console, pairs: Sequence[tuple[str, Text]], prose: Container[str] = ()) -> None:
     label_width = max((len(label) for label, _ in pairs), default=0)
     for label, value in pairs:
-        print_line(out, Text.assemble((label.ljust(label_width), "bold"), " " * GAP, value))
+        head = Text.assemble((label.ljust(label_width), "bold"), " " * GAP)
+        lines = _hanging(out, head, value) if label in prose else [_joined(head, value)]
+        for line in lines:
+            print_line(out, line)
 
 
 # --- JSON ----------------------------------------------------------------------------------------
@@ -261,10 +289,15 @@ class Output:
             show(console())
 
     def summary(self, value: Any, line: str) -> None:
-        """A result that is one line of text for people."""
-        self.document(value, lambda out: print_line(out, visible(line)))
+        """A result that is one sentence for people (wrapped between words on a terminal)."""
+        self.document(value, lambda out: sentence(out, visible(line)))
+
+
+def sentence(out: Console, text: Text) -> None:
+    """Prose: wrapped between words on a terminal, one line when piped (for grep)."""
+    out.print(text, soft_wrap=not out.is_terminal)
 
 
 def note(message: str) -> None:
     """A remark for the person at the terminal (stderr): not part of the data."""
-    print_line(errors(), Text(plain(message), style="dim"))
+    sentence(errors(), Text(plain(message), style="dim"))

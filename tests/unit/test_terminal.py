@@ -105,11 +105,11 @@ def test_piped_lists_are_tables_at_their_natural_width() -> None:
     assert shown[2] == "short" + " " * 150 + "1  " + "e" * 100
 
 
-def test_a_list_too_wide_for_the_terminal_becomes_records_with_ids_whole() -> None:
+def test_a_list_too_wide_for_the_terminal_becomes_records_ids_whole_prose_folded() -> None:
     shown = only_styles(render(lambda c: terminal.listing(c, COLUMNS, ROWS), width=80))
     assert shown.splitlines() == [
         "conversation  " + ROWS[0]["id"], "n             12", "error         first error", "",
-        "conversation  short", "n             1", "error         " + "e" * 100,
+        "conversation  short", "n             1", "error         " + "e" * 66, " " * 14 + "e" * 34,
     ]  # fmt: skip
 
 
