@@ -68,7 +68,7 @@ class SettingType(click.ParamType[Any, Any]):
             self.fail(message[:1].lower() + message[1:], param, ctx)
 
 
-def _shown_default(info: FieldInfo) -> str:
+def shown_default(info: FieldInfo) -> str:
     default = info.default
     if isinstance(default, bool):
         return "true" if default else "false"
@@ -81,7 +81,7 @@ def _option(name: str, info: FieldInfo) -> Callable[[F], F]:
         "default": None,
         "envvar": f"ARCHIVER_{name.upper()}",
         "show_envvar": True,
-        "help": f"{info.description} [default: {_shown_default(info)}]",
+        "help": f"{info.description} [default: {shown_default(info)}]",
     }
     if info.annotation is bool:
         return click.option(f"{flag}/--no-{flag[2:]}", name, **common)

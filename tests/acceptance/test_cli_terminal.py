@@ -25,6 +25,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumer import terminal
+from tests import docs
 
 LONG_ID = "wa-msg-" + "0123456789" * 1000
 MARKUP_ID = "conv-[/]-1"
@@ -316,8 +317,7 @@ def test_conversations_json_is_the_stored_text_exactly(hostile: dict[str, str]) 
         (c["tenant_id"], c["conversation_id"], c["customer_id"], c["user_id"])
         for c in page["items"]
     } == set(CONVERSATIONS)
-    assert set(page["items"][0]) == {"tenant_id", "conversation_id", "customer_id", "user_id", "started_at",
-                                     "ended_at", "last_archived_at", "message_count"}  # fmt: skip
+    assert set(page["items"][0]) == docs.json_fields("`conversations` items")
     assert page["items"][0]["started_at"].endswith("Z")
 
 
@@ -414,9 +414,7 @@ def test_history_json_is_the_stored_text_exactly(hostile: dict[str, str]) -> Non
     contents = [m["message_content"] for m in page["items"] + rest["items"]]
     assert contents == [c for _, c in MARKUP_MESSAGES] + [SUMMARY]
     assert rest["next"] is None
-    assert set(page["items"][0]) == {"id", "tenant_id", "conversation_id", "customer_id", "user_id", "timestamp",
-                                     "message_role", "message_content", "metadata", "message_key",
-                                     "source_key", "archived_at"}  # fmt: skip
+    assert set(page["items"][0]) == docs.json_fields("`history` items")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -463,8 +461,7 @@ def test_dead_letters_json_envelope(hostile: dict[str, str]) -> None:
         check(on_terminal(hostile, 80, "dead-letters", "--json", "--limit", "1"), "80").stdout
     )
     assert [d["source_key"] for d in page["items"]] == DEAD_KEYS[:1]
-    assert set(page["items"][0]) == {"id", "source_key", "error", "bytes", "first_seen_at", "last_seen_at",
-                                     "attempts", "resolved_at"}  # fmt: skip
+    assert set(page["items"][0]) == docs.json_fields("`dead-letters` items")
     rest = orjson.loads(piped(hostile, "dead-letters", "--json", "--after", page["next"]).stdout)
     assert [d["source_key"] for d in rest["items"]] == DEAD_KEYS[1:]
 
@@ -485,6 +482,7 @@ def test_replay_options_go_before_or_after_it_and_unknown_ids_fail(
         "still_failing": 0,
         "not_found": [999],
     }
+    assert set(orjson.loads(ran.stdout)) == docs.json_fields("`dead-letters replay`")
 
 
 def test_replay_still_failing_exits_1(hostile: dict[str, str]) -> None:
@@ -508,7 +506,14 @@ def test_status_shows_every_part_as_text(hostile: dict[str, str], mode: str) -> 
 
 def test_status_json(hostile: dict[str, str]) -> None:
     report = orjson.loads(check(on_terminal(hostile, 80, "status", "--json"), "80").stdout)
-    assert set(report) == {"health_file", "consumers", "database"}
+    assert set(report) == docs.json_fields("`status`")
+    assert set(report["health_file"]) == docs.json_fields("`check`")
+    assert set(report["consumers"]) == {"ok", "error", "items"}
+    assert set(report["database"]) == {"url", "ok", "error", "applied_migrations",
+                                       "pending_migrations", "open_dead_letters", "runs"}  # fmt: skip
+    assert set(report["consumers"]["items"][0]) <= docs.json_fields(
+        "a consumer (`status`, `health`)"
+    )
     assert report["health_file"]["check"] == {"ok": False, "reason": "no health file"}
     assert [c["consumer"] for c in report["consumers"]["items"]] == [HEARTBEAT_MEMBER]
     assert report["database"]["open_dead_letters"] == 2
@@ -530,15 +535,28 @@ def test_check_without_health_file(hostile: dict[str, str], mode: str) -> None:
     assert check(run(mode, hostile, "check"), mode, code=1).text == "no health file\n"
 
 
+def test_check_and_health_json(hostile: dict[str, str]) -> None:
+    checked = piped(hostile, "check", "--json")
+    assert checked.code == 1
+    assert set(orjson.loads(checked.stdout)) == docs.json_fields("`check`")
+    result = orjson.loads(check(piped(hostile, "health", "--json"), "piped").stdout)
+    assert set(result) == docs.json_fields("`health`")
+    assert [(c["name"], c["ok"]) for c in result["checks"]] == [
+        ("postgresql", True), ("redis", True), ("consumers", True),
+    ]  # fmt: skip
+    assert [c["consumer"] for c in result["consumers"]] == [HEARTBEAT_MEMBER]
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_migrate_and_sweep_summaries(hostile: dict[str, str], mode: str) -> None:
     assert check(run(mode, hostile, "migrate"), mode).text == "schema is up to date\n"
-    assert orjson.loads(run(mode, hostile, "migrate", "--json").stdout) == {"applied": []}
+    migrated = orjson.loads(run(mode, hostile, "migrate", "--json").stdout)
+    assert migrated == {"applied": []}
+    assert set(migrated) == docs.json_fields("`migrate`")
     swept = check(run(mode, hostile, "sweep"), mode)
     assert swept.text.startswith("found 0, archived 0 (0 messages), dead-lettered 0, errors 0")
     report = orjson.loads(run(mode, hostile, "sweep", "--json").stdout)
-    assert set(report) == {"found", "archived", "messages", "dead_letters", "errors", "shadows_repaired",
-                           "duration_s", "skipped"}  # fmt: skip
+    assert set(report) == docs.json_fields("`sweep`")
 
 
 # --- colour, servers down, configuration ---------------------------------------------------------
