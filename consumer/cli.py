@@ -91,6 +91,7 @@ _run_db = run_db
 
 
 @click.group(
+    "archiver",
     cls=commands.Group,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_CODES,
