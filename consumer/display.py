@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -21,6 +21,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from consumer import terminal, times
 
 PLAIN_EVERY_S = 2.0
 CONTENT_WIDTH = 90
@@ -269,12 +271,11 @@ def _clip(content: str) -> str:
 def sample_table(rows: Iterable[Row]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("role")
-    table.add_column("time (UTC)")
+    table.add_column("time")
     table.add_column("content", overflow="fold")
     for row in rows:
         role = f"{row.role} (summary)" if row.summary else row.role
-        stamp = row.at.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]
-        table.add_row(role, stamp, Text(_clip(row.content)))
+        table.add_row(role, times.text(row.at), terminal.visible(_clip(row.content)))
     return table
 
 

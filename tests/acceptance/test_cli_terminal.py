@@ -6,16 +6,8 @@ documented ones; errors are one line on stderr."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
-import struct
-import subprocess
-import sys
-import termios
-import threading
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +18,7 @@ import redis.asyncio as aioredis
 
 from consumer import terminal
 from tests import docs
+from tests.terminals import SGR, Ran, on_terminal, piped
 
 LONG_ID = "wa-msg-" + "0123456789" * 1000
 MARKUP_ID = "conv-[/]-1"
@@ -53,7 +46,6 @@ DEAD_KEYS = [
     f"langgraph:checkpoint:{LONG_ID}:1700000000",
 ]
 HEARTBEAT_MEMBER = "evil-[/]\x1b[2J:1"
-SGR = re.compile(r"\x1b\[[0-9;]*m")
 UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 COLOUR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;[0-9;]*)?m")
 
@@ -137,55 +129,6 @@ def env(redis_url: str, database_url: str, tmp_path: Path) -> dict[str, str]:
 
 
 # --- running a command ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Ran:
-    stdout: str
-    stderr: str
-    code: int
-    env: dict[str, str]
-
-    @property
-    def text(self) -> str:
-        """stdout without its style codes (SGR): what a person reads."""
-        return SGR.sub("", self.stdout)
-
-
-def _drain(fd: int, into: list[bytes]) -> None:
-    with contextlib.suppress(OSError):  # EIO once every writer of the terminal has exited
-        while chunk := os.read(fd, 65536):
-            into.append(chunk)
-
-
-def on_terminal(env: dict[str, str], columns: int, *args: str) -> Ran:
-    """The command with stdout on a pseudo-terminal `columns` wide (stderr captured apart)."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    attrs = termios.tcgetattr(slave)
-    attrs[1] &= ~termios.OPOST  # no \n -> \r\n translation: read exactly what was written
-    termios.tcsetattr(slave, termios.TCSANOW, attrs)
-    chunks: list[bytes] = []
-    reader = threading.Thread(target=_drain, args=(master, chunks))
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "consumer", *args], stdin=subprocess.DEVNULL, stdout=slave,
-            stderr=subprocess.PIPE, env=env,
-        )  # fmt: skip
-        os.close(slave)
-        reader.start()
-        _, err = proc.communicate(timeout=60)
-        reader.join(timeout=10)
-    finally:
-        os.close(master)
-    return Ran(b"".join(chunks).decode(), err.decode(), proc.returncode, env)
-
-
-def piped(env: dict[str, str], *args: str) -> Ran:
-    done = subprocess.run(
-        [sys.executable, "-m", "consumer", *args], env=env, capture_output=True, timeout=60, check=False
-    )  # fmt: skip
-    return Ran(done.stdout.decode(), done.stderr.decode(), done.returncode, env)
 
 
 MODES = ["80", "200", "piped"]

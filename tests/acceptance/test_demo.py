@@ -17,7 +17,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from tests import servers
+from tests import servers, terminals
 
 SMALL = ["--conversations", "30", "--spread", "3s", "--checkpoints", "4"]
 FAST_CLOCK = ["--ttl", "12s", "--archive-after", "8s"]
@@ -170,3 +170,21 @@ def test_a_day_long_ttl_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--ttl" in result.stderr
     assert not (tmp_path / ".archiver").exists()
+
+
+def test_the_live_view_fits_an_80_column_terminal(workdir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_") or "_TEST_" in k}
+    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    args = ["demo", "--conversations", "5", "--spread", "1s", "--checkpoints", "2"]
+    ran = terminals.on_terminal(
+        env | {"TERM": "xterm-256color"}, 80, *args, "--ttl", "6s", "--archive-after", "4s",
+        cwd=workdir, timeout=100,
+    )  # fmt: skip
+    assert ran.code == 0, ran.stdout + ran.stderr
+    screen = terminals.SGR.sub("", ran.stdout)  # styles, then cursor moves between frames
+    screen = terminals.CSI.sub("\n", screen).replace("\r", "\n")
+    assert "\x1b" not in screen
+    lines = screen.splitlines()
+    assert any(line.startswith("╭") and " archiver demo " in line for line in lines)
+    assert all(len(line) <= 80 for line in lines if line.startswith(("╭", "│", "╰")))
+    assert "nothing lost" in screen
