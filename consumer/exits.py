@@ -50,8 +50,15 @@ POSTGRES_UNREACHABLE = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.InterfaceError,
+    asyncpg.ProtocolError,  # something that is not PostgreSQL answers at that address
 )
-REDIS_UNREACHABLE = (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError)
+REDIS_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.InvalidResponse,  # something that is not Redis answers at that address
+)
 SCHEMA_MISSING = (
     asyncpg.UndefinedTableError,
     asyncpg.UndefinedColumnError,
@@ -64,6 +71,20 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+POSTGRES_REFUSED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError)
+REDIS_REFUSED = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
+NOT_THE_SERVER = (asyncpg.ProtocolError, redis_errors.InvalidResponse)
+
+
+def _unreachable_message(server: str, url: str, flag: str, exc: BaseException) -> str:
+    where = f"{server} at {urls.redact(url)}"
+    if isinstance(exc, POSTGRES_REFUSED + REDIS_REFUSED):
+        return f"{where} refused the connection ({_reason(exc)}): check the user, password and database in {flag}"
+    if isinstance(exc, NOT_THE_SERVER):
+        return f"what answers at {urls.redact(url)} is not {server} ({_reason(exc)}): check {flag}"
+    return f"cannot reach {where} ({_reason(exc)}): is it running? check {flag}"
+
+
 @contextlib.contextmanager
 def reaching_postgres(url: str) -> Iterator[None]:
     """Connection failures inside become UnreachableError naming --database-url."""
@@ -71,8 +92,7 @@ def reaching_postgres(url: str) -> Iterator[None]:
         yield
     except POSTGRES_UNREACHABLE as exc:
         raise exceptions.UnreachableError(
-            f"cannot reach PostgreSQL at {urls.redact(url)} ({_reason(exc)}): is it running?"
-            " check --database-url / ARCHIVER_DATABASE_URL"
+            _unreachable_message("PostgreSQL", url, "--database-url / ARCHIVER_DATABASE_URL", exc)
         ) from exc
 
 
@@ -85,8 +105,7 @@ def reaching_redis(url: str) -> Iterator[None]:
         raise
     except REDIS_UNREACHABLE as exc:
         raise exceptions.UnreachableError(
-            f"cannot reach Redis at {urls.redact(url)} ({_reason(exc)}): is it running?"
-            " check --redis-url / ARCHIVER_REDIS_URL"
+            _unreachable_message("Redis", url, "--redis-url / ARCHIVER_REDIS_URL", exc)
         ) from exc
 
 

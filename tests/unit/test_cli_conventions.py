@@ -87,6 +87,7 @@ def test_no_duration_integer_or_url_setting_is_shown_as_text() -> None:
         (asyncpg.InvalidPasswordError("bad password"), 3),
         (redis_errors.NoPermissionError("NOPERM"), 2),
         (redis_errors.ConnectionError("refused"), 3),
+        (redis_errors.InvalidResponse("Protocol error, got 'H'"), 3),
         (ConnectionRefusedError(111, "refused"), 3),
         (KeyboardInterrupt(), 130),
     ],
