@@ -22,7 +22,12 @@ and tests/acceptance/test_cli_terminal.py check it):
   the URL to check; `run_db` does it). Return an ExitCode for "done, but failed" (exit 1).
 * Output: stored strings only through `terminal` (`Output.items`, `.document`, `.summary`,
   `terminal.visible`); a list's JSON is {"items": [...], "next": cursor}; times via `times`.
-* Docs: a row in the README's command table, exit codes and JSON fields there too.
+* Sub-commands (`dead-letters replay`): repeat the group's options they take, so that they may
+  be given after the sub-command too, and read them with `options.inherit(ctx)`.
+* An option with its own ARCHIVER_* variable declares it (`envvar=`): the check for misspelt
+  variables knows every variable some option or setting reads.
+* Docs: a row in the README's command table (tests/unit/test_docs_tables.py compares it with
+  the command's flags), and the fields of its --json in the README's JSON table.
 """
 
 from __future__ import annotations
@@ -84,10 +89,19 @@ def run_db(s: settings.Settings, work: Callable[[asyncpg.Connection], Awaitable[
         return asyncio.run(connected())
 
 
-# Earlier names, kept for commands written before these conventions.
+# Earlier names, kept so that commands written before these conventions still work; new code
+# uses the names above (and raises instead of calling _fail).
 settings_options = options.settings_options
 _settings = load_settings
 _run_db = run_db
+
+
+def _fail(message: str, code: int = 2) -> None:
+    raise exceptions.UsageError(message) if code == 2 else exceptions.ArchiverError(message)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(terminal.dumps(value))
 
 
 @click.group(
@@ -232,13 +246,7 @@ def history_command(
     page = run_db(
         s, lambda conn: history.messages(conn, conversation_id, tenant, window, limit, cursor)
     )
-    if out.json:
-        out.items(page.rows, [], page.next_cursor)
-        return
-    console = terminal.console()
-    history.render_messages(page.rows, console) if page.rows else terminal.note("no messages")
-    if page.next_cursor:
-        terminal.print_line(console, "more: --after " + page.next_cursor)
+    out.items(page.rows, [], page.next_cursor, "no messages", draw=history.render_messages)
 
 
 @main.command("conversations")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -85,7 +86,7 @@ def _after_message(cursor: str | None) -> tuple[datetime | None, int | None]:
         raise exceptions.UsageError("--after: a damaged cursor of `archiver history`") from None
 
 
-def render_messages(rows: list[dict[str, Any]], out: Console) -> None:
+def render_messages(out: Console, rows: Sequence[Mapping[str, Any]]) -> None:
     """The conversation's ids (again whenever they change), then each message: a header line
     (time, role) and its content as it was written, every line and character, as text."""
     context: tuple[Any, ...] | None = None
@@ -98,7 +99,7 @@ def render_messages(rows: list[dict[str, Any]], out: Console) -> None:
         _content(out, row["message_content"])
 
 
-def _context(out: Console, row: dict[str, Any], first: bool) -> None:
+def _context(out: Console, row: Mapping[str, Any], first: bool) -> None:
     if not first:
         terminal.print_line(out, "")
     pairs = [("conversation", row["conversation_id"]), ("tenant", row["tenant_id"]),
@@ -107,7 +108,7 @@ def _context(out: Console, row: dict[str, Any], first: bool) -> None:
     terminal.print_line(out, "")
 
 
-def _message_header(row: dict[str, Any]) -> Text:
+def _message_header(row: Mapping[str, Any]) -> Text:
     header = Text.assemble(
         (times.text(row["timestamp"]), "cyan"), "  ", (row["message_role"], "bold")
     )

@@ -271,13 +271,20 @@ class Output:
         columns: Sequence[Column],
         next_cursor: str | None = None,
         empty: str = "nothing found",
+        draw: Callable[[Console, Sequence[Mapping[str, Any]]], None] | None = None,
     ) -> None:
-        """A list: `{"items": [...], "next": ...}`, or a listing and the next page's flag."""
+        """A list: `{"items": [...], "next": ...}`, or for people the rows (a listing of
+        `columns`, or `draw`n otherwise) and the flag that shows the next page."""
         if self.json:
             print(dumps({"items": list(rows), "next": next_cursor}))
             return
         out = console()
-        listing(out, columns, rows) if rows else note(empty)
+        if not rows:
+            note(empty)
+        elif draw is not None:
+            draw(out, rows)
+        else:
+            listing(out, columns, rows)
         if next_cursor:
             print_line(out, Text("more: --after ") + Text(next_cursor))
 
