@@ -212,3 +212,16 @@ async def test_history_conversations_and_dead_letters_commands(
     assert "1 still failing" in replay.stdout
     assert archiver(env, "history", "nobody").returncode == 1
     assert archiver(env, "history", "nobody", "--json").returncode == 1
+
+
+def test_a_sweep_that_cannot_write_its_health_file_still_succeeds(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    unwritable = str(tmp_path / "a-file" / "health.json")
+    result = archiver(env | {"ARCHIVER_HEALTH_FILE": unwritable}, "sweep")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("found 0, archived 0")
+    events = [orjson.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert "health.not_written" in [e["event"] for e in events]
+    assert "Traceback" not in result.stderr
