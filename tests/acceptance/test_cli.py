@@ -156,6 +156,13 @@ async def test_run_archives_serves_health_and_metrics_and_stops_on_sigterm(
             return False
 
     await eventually(ready, timeout=20, what="/readyz 200")
+
+    async def heartbeat_seen() -> bool:
+        checked = await asyncio.to_thread(archiver, env, "health", "--json")
+        consumers = orjson.loads(checked.stdout)["consumers"] if checked.stdout else []
+        return checked.returncode == 0 and [c["pid"] for c in consumers] == [proc.pid]
+
+    await eventually(heartbeat_seen, timeout=20, what="archiver health seeing the consumer")
     fast = type(P)(ttl=15.5, archive_after=0.3)
     for i in range(20):
         await fast.write(redis, fast.key(f"live-{i}"), payload(f"live-{i}"))
