@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,7 +16,6 @@ from consumer import health, heartbeat, keys
 from tests.waiting import eventually
 
 LAYOUT = keys.layout_from("langgraph:checkpoint:{conversation_id}:{timestamp}", "archiver:shadow:")
-ACL_FILE = Path(__file__).resolve().parents[2] / "ops" / "redis-acl.conf"
 
 
 def state(**changes: object) -> health.State:
@@ -29,16 +27,11 @@ def state(**changes: object) -> health.State:
 
 
 @pytest.fixture
-async def archiver_user(redis: aioredis.Redis, redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """A client logged in as the ACL user of ops/redis-acl.conf (password replaced)."""
-    line = next(x for x in ACL_FILE.read_text().splitlines() if x.startswith("user archiver "))
-    rules = [">secret" if r.startswith("#") else r for r in line.split()[2:]]
-    await redis.acl_setuser("archiver", reset=True)
-    await redis.execute_command("ACL", "SETUSER", "archiver", *rules)  # type: ignore[no-untyped-call]
-    client = aioredis.Redis.from_url(redis_url, username="archiver", password="secret")
+async def archiver_user(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client logged in as the ACL user of ops/redis-acl.conf (conftest's `redis_url`)."""
+    client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
-    await redis.acl_deluser("archiver")
 
 
 async def test_a_renewed_heartbeat_is_read_with_its_age_on_redis_clock(
