@@ -126,7 +126,11 @@ def _schema(exc: BaseException) -> str:
 
 
 def _privilege(exc: BaseException) -> str:
-    return f"PostgreSQL refused an operation to this user ({_reason(exc)}): use the archiver's role"
+    return (
+        f"PostgreSQL refused an operation to this user ({_reason(exc)}): `archiver migrate` runs"
+        " as the schema's owner, the other commands as a role holding archiver_writer"
+        " (ops/OPERATIONS.md, PostgreSQL roles)"
+    )
 
 
 def _acl(exc: BaseException) -> str:

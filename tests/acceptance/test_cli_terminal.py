@@ -491,9 +491,14 @@ def test_check_and_health_json(hostile: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_migrate_and_sweep_summaries(hostile: dict[str, str], mode: str) -> None:
-    assert check(run(mode, hostile, "migrate"), mode).text == "schema is up to date\n"
-    migrated = orjson.loads(run(mode, hostile, "migrate", "--json").stdout)
+def test_migrate_and_sweep_summaries(
+    hostile: dict[str, str], admin_database_url: str, mode: str
+) -> None:
+    owner = hostile | {"ARCHIVER_DATABASE_URL": admin_database_url}  # migrate runs as the owner
+    assert check(run(mode, owner, "migrate"), mode).text == "schema is up to date\n"
+    refused = check(run(mode, hostile, "migrate"), mode, code=2)
+    assert "archiver_writer" in refused.stderr
+    migrated = orjson.loads(run(mode, owner, "migrate", "--json").stdout)
     assert migrated == {"applied": []}
     assert set(migrated) == docs.json_fields("`migrate`")
     swept = check(run(mode, hostile, "sweep"), mode)
