@@ -129,6 +129,7 @@ def _content(out: Console, content: str) -> None:
     else:
         lines = list(text.wrap(out, max(20, width - INDENT), overflow="fold"))
     for line in lines:
+        line.rstrip()
         terminal.print_line(out, Text(" " * INDENT) + line)
 
 

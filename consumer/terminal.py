@@ -203,6 +203,8 @@ def _hanging(out: Console, head: Text, value: Text) -> list[Text]:
     if limit is None or head.cell_len + value.cell_len <= limit:
         return [_joined(head, value)]
     pieces = value.wrap(out, max(1, limit - head.cell_len), overflow="fold")
+    for piece in pieces:
+        piece.rstrip()  # the space a line was broken at
     indent = Text(" " * head.cell_len)
     return [head + pieces[0], *(indent + piece for piece in pieces[1:])]
 
