@@ -70,8 +70,8 @@ class _Handled(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            raise  # click's: usage errors, --help, Ctrl-C, and a reader that went away (| head)
         except Exception as exc:
             return report(exc, ctx)
 

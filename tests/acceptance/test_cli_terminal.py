@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -577,3 +579,20 @@ def test_debug_shows_the_traceback(env: dict[str, str]) -> None:
     assert "Traceback" not in piped(down, "conversations").stderr
     assert "Traceback" in piped(down, "--debug", "conversations").stderr
     assert "Traceback" in piped(down, "conversations", "--debug").stderr
+
+
+def test_a_reader_that_goes_away_is_not_an_error(hostile: dict[str, str]) -> None:
+    """`archiver ... | head -1`: the rest of the output has nowhere to go; that is fine."""
+    for args in (["history", ESCAPE_ID], ["history", ESCAPE_ID, "--json"]):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "consumer", *args, "--limit", "1000"],
+            env=hostile, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()  # as `head -1` does
+        stderr = proc.stderr.read().decode()
+        proc.stderr.close()
+        assert proc.wait(timeout=60) in (0, 1)
+        assert "Traceback" not in stderr
+        assert "could not be reached" not in stderr
