@@ -37,6 +37,7 @@ from consumer import (
     logs,
     metrics,
     migrate,
+    options,
     producer,
     sandbox,
     service,
@@ -534,6 +535,7 @@ def run(o: Options, console: Console) -> display.Report:
 @click.option(
     "--redis-url",
     default=None,
+    type=options.SettingType(settings.Settings.model_fields["redis_url"]),
     envvar="ARCHIVER_REDIS_URL",
     show_envvar=True,
     help="Use this Redis instead of starting one (keys go under demo:).",
@@ -541,6 +543,7 @@ def run(o: Options, console: Console) -> display.Report:
 @click.option(
     "--database-url",
     default=None,
+    type=options.SettingType(settings.Settings.model_fields["database_url"]),
     envvar="ARCHIVER_DATABASE_URL",
     show_envvar=True,
     help="Use this PostgreSQL instead of starting one (it is migrated).",
