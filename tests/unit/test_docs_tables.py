@@ -25,6 +25,13 @@ def commands(
 
 
 ALL = dict(commands(cli.main))
+# What a person runs: every command, and a group only if it does something itself (as
+# `dead-letters` lists); a group that only holds sub-commands (`retention set`, ...) is not.
+RUNNABLE = {
+    path: command
+    for path, command in ALL.items()
+    if not isinstance(command, click.Group) or command.invoke_without_command
+}
 
 
 def documented() -> dict[tuple[str, ...], str]:
@@ -56,10 +63,10 @@ def flags_of(command: click.Command) -> set[str]:
 
 
 def test_every_command_has_a_row_and_every_row_a_command() -> None:
-    assert set(documented()) == set(ALL)
+    assert set(documented()) == set(RUNNABLE)
 
 
-@pytest.mark.parametrize("path", sorted(ALL), ids=" ".join)
+@pytest.mark.parametrize("path", sorted(RUNNABLE), ids=" ".join)
 def test_the_flags_in_the_readme_are_the_commands_own(path: tuple[str, ...]) -> None:
     usage = documented()[path]
     command = ALL[path]
@@ -75,7 +82,7 @@ def test_the_flags_in_the_readme_are_the_commands_own(path: tuple[str, ...]) -> 
     assert placeholders == arguments
 
 
-@pytest.mark.parametrize("path", sorted(ALL), ids=" ".join)
+@pytest.mark.parametrize("path", sorted(RUNNABLE), ids=" ".join)
 def test_every_option_beyond_the_settings_is_in_the_readme(path: tuple[str, ...]) -> None:
     usage = documented()[path]
     for param in ALL[path].params:
