@@ -1,290 +1,348 @@
-"""The `archiver` command. Every option is a flag and an environment variable ARCHIVER_<NAME>."""
+"""The `archiver` command.
+
+How a command is written (follow this for every new one; tests/unit/test_cli_conventions.py
+and tests/acceptance/test_cli_terminal.py check it):
+
+    @main.command("thing")                           # a commands.Command: one error handler
+    @options.json_option                             # prints data? then --json (as `out`)
+    @options.page_options(default=20)                # a list? --limit N, --after CURSOR
+    @options.time_option("--since", "Only since.")   # takes a time? ISO 8601 or 1h/7d ago...
+    @options.tz_option                               # ...and --tz for zone-less input
+    @options.settings_options("thing")               # settings: add "thing" to the commands
+    def thing_command(out: terminal.Output, limit, cursor, since, **values) -> ExitCode | None:
+        s = load_settings(values)                    # validated settings, logging configured
+        page = run_db(s, lambda conn: things.page(conn, limit, cursor))
+        out.items(page.rows, things.COLUMNS, page.next_cursor)
+
+* Settings: a field in consumer/settings.py with `commands` naming the command becomes its
+  flag and ARCHIVER_* variable, typed and validated there; the README's tables list it.
+* Errors: raise; never print a traceback or call sys.exit. `exceptions.UsageError` and
+  ConfigError exit 2, `NotFoundError` and other ArchiverErrors 1, connection failures 3 (wrap
+  the code in `exits.reaching_postgres(url)` / `exits.reaching_redis(url)` so the message names
+  the URL to check; `run_db` does it). Return an ExitCode for "done, but failed" (exit 1).
+* Output: stored strings only through `terminal` (`Output.items`, `.document`, `.summary`,
+  `terminal.visible`); a list's JSON is {"items": [...], "next": cursor}; times via `times`.
+* Sub-commands (`dead-letters replay`): repeat the group's options they take, so that they may
+  be given after the sub-command too, and read them with `options.inherit(ctx)`.
+* An option with its own ARCHIVER_* variable declares it (`envvar=`): the check for misspelt
+  variables knows every variable some option or setting reads.
+* Docs: a row in the README's command table (tests/unit/test_docs_tables.py compares it with
+  the command's flags), and the fields of its --json in the README's JSON table.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
 import click
-import orjson
-import structlog
-from pydantic.fields import FieldInfo
-from rich.console import Console
 
 from consumer import (
     __version__,
+    commands,
     deadletters,
     demo,
     exceptions,
-    health,
+    exits,
     history,
     keys,
     logs,
     migrate,
+    options,
     service,
     settings,
     status,
     store,
+    terminal,
+    times,
+)
+from consumer.exits import ExitCode
+
+T = TypeVar("T")
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 the work failed or found nothing (a failed checkpoint, no such"
+    " conversation, a failing check); 2 usage or configuration (a flag, an ARCHIVER_* variable,"
+    " a missing migration); 3 Redis or PostgreSQL unreachable; 130 interrupted."
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
-log = structlog.get_logger("consumer.cli")
 
-
-def _commands_of(info: FieldInfo) -> list[str]:
-    extra = info.json_schema_extra
-    return list(extra.get("commands", [])) if isinstance(extra, dict) else []  # type: ignore[arg-type]
-
-
-def _option(name: str, info: FieldInfo) -> Callable[[F], F]:
-    flag = "--" + name.replace("_", "-")
-    env = f"ARCHIVER_{name.upper()}"
-    default = info.default
-    shown = settings.format_duration(default) if isinstance(default, float) else default
-    help_text = f"{info.description} [default: {shown}]"
-    if info.annotation is bool:
-        decls = [f"{flag}/--no-{flag[2:]}"]
-        return click.option(
-            *decls, name, default=None, envvar=env, show_envvar=True, help=help_text
-        )
-    return click.option(flag, name, default=None, envvar=env, show_envvar=True, help=help_text)
-
-
-def settings_options(command: str) -> Callable[[F], F]:
-    """Add a flag for every setting the command uses."""
-
-    def decorate(func: F) -> F:
-        for name, info in reversed(settings.Settings.model_fields.items()):
-            if command in _commands_of(info):
-                func = _option(name, info)(func)
-        return func
-
-    return decorate
-
-
-def _settings(values: dict[str, Any]) -> settings.Settings:
-    try:
-        loaded = settings.load(**values)
-    except exceptions.ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+def load_settings(values: dict[str, Any]) -> settings.Settings:
+    """The settings from the command's flags and the environment; logging configured."""
+    loaded = settings.load(**values)
     logs.configure(loaded.log_level, loaded.log_format, buffer_bytes=loaded.log_buffer)
     return loaded
 
 
+def run_db(s: settings.Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """`work` on one connection to the archive; connection failures name --database-url."""
+
+    async def connected() -> T:
+        conn = await asyncpg.connect(s.database_url, timeout=s.db_timeout)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    with exits.reaching_postgres(s.database_url):
+        return asyncio.run(connected())
+
+
+# Earlier names, kept so that commands written before these conventions still work; new code
+# uses the names above (and raises instead of calling _fail).
+settings_options = options.settings_options
+_settings = load_settings
+_run_db = run_db
+
+
 def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"archiver: {message}", err=True)
-    sys.exit(code)
+    raise exceptions.UsageError(message) if code == 2 else exceptions.ArchiverError(message)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _print_json(value: Any) -> None:
+    click.echo(terminal.dumps(value))
+
+
+@click.group(
+    "archiver",
+    cls=commands.Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES,
+)
 @click.version_option(__version__, prog_name="archiver")
 def main() -> None:
     """Archive agent conversation checkpoints from Redis into PostgreSQL before their TTL fires."""
 
 
+# --- running -------------------------------------------------------------------------------------
+
+
 @main.command("migrate")
-@settings_options("migrate")
-def migrate_command(**values: Any) -> None:
+@options.json_option
+@options.settings_options("migrate")
+def migrate_command(out: terminal.Output, **values: Any) -> None:
     """Apply the pending numbered migrations of sql/ (serialized; re-running is a no-op)."""
-    s = _settings(values)
-
-    async def apply() -> list[str]:
-        conn = await asyncpg.connect(s.database_url, timeout=s.db_timeout)
-        try:
-            return [f"{m.version:04d}_{m.name}" for m in await migrate.migrate(conn)]
-        finally:
-            await conn.close()
-
-    try:
-        applied = asyncio.run(apply())
-    except exceptions.MigrationError as exc:
-        _fail(str(exc))
-    except (OSError, asyncpg.PostgresError) as exc:
-        _fail(f"cannot reach PostgreSQL at ARCHIVER_DATABASE_URL: {exc}")
-    click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    s = load_settings(values)
+    applied = run_db(s, migrate.migrate)
+    names = [f"{m.version:04d}_{m.name}" for m in applied]
+    line = f"applied: {', '.join(names)}" if names else "schema is up to date"
+    out.summary({"applied": names}, line)
 
 
 @main.command("run")
-@settings_options("run")
+@options.settings_options("run")
 def run_command(**values: Any) -> None:
     """The always-on consumer: keyevent listener, deadline index, sweeper, health and metrics."""
-    s = _settings(values)
+    s = load_settings(values)
     service.tune_gc()
     try:
         asyncio.run(service.run(s))
-    except exceptions.PendingMigrationsError as exc:
-        _fail(str(exc))
-    except exceptions.ArchiverError as exc:
-        _fail(str(exc))
-    except (OSError, asyncpg.PostgresError) as exc:
-        _fail(f"cannot start: {type(exc).__name__}: {exc}", code=1)
+    except OSError as exc:  # Redis and PostgreSQL errors are their own types: this is ours
+        raise exceptions.ArchiverError(
+            f"cannot start: {exc}: is --http-port / ARCHIVER_HTTP_PORT ({s.http_port}) free?"
+        ) from exc
 
 
 @main.command("sweep")
-@settings_options("sweep")
-def sweep_command(**values: Any) -> None:
-    """One sweep, then exit (for cron): non-zero if any checkpoint failed."""
-    s = _settings(values)
+@options.json_option
+@options.settings_options("sweep")
+def sweep_command(out: terminal.Output, **values: Any) -> ExitCode:
+    """One sweep, then exit (for cron): exit 1 if any checkpoint failed."""
+    s = load_settings(values)
     service.tune_gc()
-    try:
+    with exits.reaching_redis(s.redis_url):
         report = asyncio.run(service.sweep_once(s))
-    except exceptions.ArchiverError as exc:
-        _fail(str(exc))
-    except (OSError, asyncpg.PostgresError) as exc:
-        _fail(f"sweep failed: {type(exc).__name__}: {exc}", code=1)
     o = report.outcome
-    click.echo(
-        f"found {report.found}, archived {o.archived} ({o.messages} messages),"
-        f" dead-lettered {o.dead_letters}, errors {o.errors}, shadows repaired"
-        f" {report.shadows_repaired}, {report.duration_s:.2f}s"
-        + (" (skipped: another sweep runs)" if report.skipped else "")
+    found = {"found": report.found, "archived": o.archived, "messages": o.messages,
+             "dead_letters": o.dead_letters, "errors": o.errors,
+             "shadows_repaired": report.shadows_repaired,
+             "duration_s": round(report.duration_s, 3), "skipped": report.skipped}  # fmt: skip
+    out.summary(found, _sweep_line(found))
+    return ExitCode.FAILED if o.errors else ExitCode.OK
+
+
+def _sweep_line(r: dict[str, Any]) -> str:
+    return (
+        f"found {r['found']}, archived {r['archived']} ({r['messages']} messages),"
+        f" dead-lettered {r['dead_letters']}, errors {r['errors']}, shadows repaired"
+        f" {r['shadows_repaired']}, {r['duration_s']:.2f}s"
+        + (" (skipped: another sweep runs)" if r["skipped"] else "")
     )
-    sys.exit(1 if o.errors else 0)
+
+
+# --- health --------------------------------------------------------------------------------------
 
 
 @main.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--limit", default=10, show_default=True, help="Archive runs to show.")
-@settings_options("status")
-def status_command(as_json: bool, limit: int, **values: Any) -> None:
-    """The health file and the last archive runs."""
-    s = _settings(values)
+@options.json_option
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(0, 1000),
+              help="Archive runs to show.")  # fmt: skip
+@options.settings_options("status")
+def status_command(out: terminal.Output, limit: int, **values: Any) -> ExitCode:
+    """The local health file (its age and `check`'s verdict), the consumers' heartbeats in
+    Redis, and the database: schema, open dead letters, last archive runs.
+
+    Exit 0 when every part could be read, else 3 (a server unreachable) or 2 (no schema).
+    """
+    s = load_settings(values)
     report = asyncio.run(status.gather(s, limit))
-    if as_json:
-        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    else:
-        status.render(report)
+    out.document(report, lambda console: status.render(report, console))
+    return status.exit_code(report)
 
 
 @main.command("check")
-@settings_options("check")
-def check_command(**values: Any) -> None:
-    """Exit 0 if the health file is fresh and not unhealthy, else 1 (container health checks)."""
-    s = _settings(values)
-    snapshot = health.read(s.health_file)
-    ok, why = health.verdict(snapshot, status.max_age(snapshot))
-    click.echo(why)
-    sys.exit(0 if ok else 1)
+@options.json_option
+@options.settings_options("check")
+def check_command(out: terminal.Output, **values: Any) -> ExitCode:
+    """Exit 0 if this host's health file is fresh and not unhealthy, else 1 (container health
+    checks; from elsewhere use `archiver health`)."""
+    s = load_settings(values)
+    part = status.health_file(s)
+    out.summary(part, part["check"]["reason"])
+    return ExitCode.OK if part["check"]["ok"] else ExitCode.FAILED
 
 
-async def _with_connection(s: settings.Settings, work: Callable[[asyncpg.Connection], Any]) -> Any:
-    conn = await asyncpg.connect(s.database_url, timeout=s.db_timeout)
-    try:
-        return await work(conn)
-    finally:
-        await conn.close()
+@main.command("health")
+@options.json_option
+@click.option("--min-consumers", default=1, show_default=True, type=click.IntRange(0, 1000),
+              help="Healthy `archiver run` heartbeats required (0: cron sweeps alone).")  # fmt: skip
+@options.settings_options("health")
+def health_command(out: terminal.Output, min_consumers: int, **values: Any) -> ExitCode:
+    """From anywhere: PostgreSQL reachable and migrated, Redis reachable, and enough consumers
+    renewing their heartbeat and not unhealthy. Exit 0 if all pass, 1 if a check fails, 3 if a
+    server is unreachable."""
+    s = load_settings(values)
+    result, code = asyncio.run(status.checks(s, min_consumers))
+    out.document(result, lambda console: status.render_checks(result, console))
+    return code
 
 
-def _run_db(s: settings.Settings, work: Callable[[asyncpg.Connection], Any]) -> Any:
-    try:
-        return asyncio.run(_with_connection(s, work))
-    except exceptions.ArchiverError as exc:
-        _fail(str(exc))
-    except (OSError, asyncpg.PostgresError) as exc:
-        _fail(f"cannot read the archive: {type(exc).__name__}: {exc}", code=1)
-
-
-def _print_json(value: Any) -> None:
-    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode())
+# --- reading the archive -------------------------------------------------------------------------
 
 
 @main.command("history")
 @click.argument("conversation_id")
 @click.option("--tenant", help="Only this tenant's conversation of that id.")
-@click.option("--json", "as_json", is_flag=True, help="The whole records as JSON.")
-@settings_options("history")
-def history_command(conversation_id: str, tenant: str | None, as_json: bool, **values: Any) -> None:
-    """A conversation's archived messages, in order."""
-    s = _settings(values)
-    rows = _run_db(s, lambda conn: history.messages(conn, conversation_id, tenant))
-    if as_json:
-        _print_json(rows)
-    elif not rows:
-        _fail(f"no archived messages for conversation {conversation_id!r}", code=1)
-    else:
-        history.render_messages(rows, Console())
+@options.time_option("--since", "Only messages from then on.")
+@options.time_option("--until", "Only messages before then.")
+@options.tz_option
+@options.page_options(default=100)
+@options.json_option
+@options.settings_options("history")
+def history_command(
+    conversation_id: str,
+    tenant: str | None,
+    since: times.Instant | None,
+    until: times.Instant | None,
+    limit: int,
+    cursor: str | None,
+    out: terminal.Output,
+    **values: Any,
+) -> None:
+    """A conversation's archived messages, in order, each shown whole. Exit 1 if it has none."""
+    s = load_settings(values)
+    window = history.Window(since, until)
+    page = run_db(
+        s, lambda conn: history.messages(conn, conversation_id, tenant, window, limit, cursor)
+    )
+    out.items(page.rows, [], page.next_cursor, "no messages", draw=history.render_messages)
 
 
 @main.command("conversations")
 @click.option("--tenant", help="Only this tenant.")
 @click.option("--customer", help="Only this customer.")
 @click.option("--user", help="Only this user.")
-@click.option("--since", type=click.DateTime(), help="Only conversations active since then.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
-@click.option("--after", "cursor", help="Continue after a previous page (its `more:` cursor).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@settings_options("conversations")
+@options.time_option("--since", "Only conversations active since then.")
+@options.time_option("--until", "Only conversations started before then.")
+@options.tz_option
+@options.page_options(default=20)
+@options.json_option
+@options.settings_options("conversations")
 def conversations_command(
     tenant: str | None,
     customer: str | None,
     user: str | None,
-    since: datetime | None,
+    since: times.Instant | None,
+    until: times.Instant | None,
     limit: int,
     cursor: str | None,
-    as_json: bool,
+    out: terminal.Output,
     **values: Any,
 ) -> None:
     """Archived conversations, newest first, with message counts and time span."""
-    s = _settings(values)
-    since_utc = since.replace(tzinfo=since.tzinfo or s.zone) if since else None
-    filters = history.Filters(tenant, customer, user, since_utc)
-    page = _run_db(s, lambda conn: history.conversations(conn, filters, limit, cursor))
-    if as_json:
-        _print_json({"conversations": page.rows, "next": page.next_cursor})
-    else:
-        history.render_conversations(page, Console())
+    s = load_settings(values)
+    filters = history.Filters(tenant, customer, user, history.Window(since, until))
+    page = run_db(s, lambda conn: history.conversations(conn, filters, limit, cursor))
+    out.items(page.rows, history.CONVERSATION_COLUMNS, page.next_cursor, "no conversations match")
+
+
+# --- dead letters --------------------------------------------------------------------------------
 
 
 @main.group("dead-letters", invoke_without_command=True)
 @click.option("--all", "include_resolved", is_flag=True, help="Include resolved ones.")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@settings_options("dead-letters")
+@options.page_options(default=100, maximum=100_000)
+@options.json_option
+@options.settings_options("dead-letters")
 @click.pass_context
 def dead_letters_group(
-    ctx: click.Context, /, include_resolved: bool, limit: int, as_json: bool, **values: Any
+    ctx: click.Context,
+    /,
+    include_resolved: bool,
+    limit: int,
+    cursor: str | None,
+    out: terminal.Output,
+    **values: Any,
 ) -> None:
     """Quarantined checkpoints and why; `replay` retries them after a decoder fix."""
-    ctx.obj = values
     if ctx.invoked_subcommand is not None:
         return
-    s = _settings(values)
-    rows = _run_db(s, lambda conn: deadletters.listing(conn, include_resolved, limit))
-    if as_json:
-        _print_json(rows)
-    else:
-        deadletters.render(rows, Console())
+    s = load_settings(values)
+    page = run_db(s, lambda conn: deadletters.listing(conn, include_resolved, limit, cursor))
+    out.items(page.rows, deadletters.COLUMNS, page.next_cursor, "no open dead letters")
 
 
 @dead_letters_group.command("replay")
-@click.argument("ids", nargs=-1, type=int)
-@click.pass_obj
-def replay_command(values: dict[str, Any], ids: tuple[int, ...]) -> None:
-    """Decode open dead letters (all, or IDS) again; archive and resolve those that decode now."""
-    s = _settings(values)
+@click.argument("ids", nargs=-1, type=click.IntRange(min=1), metavar="[ID]...")
+@options.json_option
+@options.settings_options("dead-letters")
+@click.pass_context
+def replay_command(ctx: click.Context, /, ids: tuple[int, ...], **_: Any) -> ExitCode:
+    """Decode open dead letters (all, or the IDs) again; archive and resolve those that decode
+    now. Exit 1 if any still fails or an ID is not an open dead letter."""
+    values = options.inherit(ctx)
+    out: terminal.Output = values.pop("out")
+    s = load_settings({k: v for k, v in values.items() if k in settings.Settings.model_fields})
+    with exits.reaching_postgres(s.database_url):
+        result = asyncio.run(_replay(s, list(ids)))
+    out.summary(
+        {"archived": result.archived, "messages": result.messages,
+         "still_failing": result.still_failing, "not_found": result.not_found},
+        _replay_line(result),
+    )  # fmt: skip
+    return ExitCode.FAILED if result.still_failing or result.not_found else ExitCode.OK
+
+
+async def _replay(s: settings.Settings, ids: list[int]) -> deadletters.Replay:
     layout = keys.layout_from(s.key_pattern, s.shadow_prefix)
-
-    async def work() -> deadletters.Replay:
-        pool = await store.connect(s.database_url, command_timeout=s.db_timeout, max_size=2)
-        try:
-            the_store = store.Store(pool)
-            return await deadletters.replay(the_store, layout, service.codec_options(s), list(ids))
-        finally:
-            await pool.close()
-
+    pool = await store.connect(s.database_url, command_timeout=s.db_timeout, max_size=2)
     try:
-        result = asyncio.run(work())
-    except (OSError, asyncpg.PostgresError) as exc:
-        _fail(f"cannot replay: {type(exc).__name__}: {exc}", code=1)
-    click.echo(
+        the_store = store.Store(pool)
+        return await deadletters.replay(the_store, layout, service.codec_options(s), ids)
+    finally:
+        await pool.close()
+
+
+def _replay_line(result: deadletters.Replay) -> str:
+    line = (
         f"replayed: {result.archived} archived ({result.messages} messages),"
         f" {result.still_failing} still failing"
     )
-    sys.exit(1 if result.still_failing else 0)
+    if result.not_found:
+        missing = ", ".join(str(i) for i in result.not_found)
+        line += f"; not open dead letters: {missing} (see `archiver dead-letters --all`)"
+    return line
 
 
 main.add_command(demo.command)
