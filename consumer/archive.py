@@ -18,10 +18,12 @@ from consumer.settings import Settings
 log = structlog.get_logger("consumer.archive")
 
 
-# A batch whose values total more than this is decoded in a thread: at about 35 ms of CPU per
+# A batch whose values total more than this is decoded in a thread: at about 40 ms of CPU per
 # MB of JSON, decoding it on the event loop would stall the listener, the deadline poller and
-# every other batch (a 60 MB checkpoint: seconds). Pickles, parsed in pure Python under
-# opcode limits (codecs), always are.
+# every other batch. Measured with a 33 MB checkpoint: 1.3-1.7 s of stall inline; in a thread
+# the loop's longest stall was 160-175 ms (orjson's parse holds the GIL). A process pool would
+# have to pickle the decoded messages back, which costs about what decoding does. Pickles,
+# parsed in pure Python under opcode limits (codecs), always go to the thread.
 DECODE_INLINE_BYTES = 1024 * 1024
 OVERSIZED_HEAD_BYTES = 64 * 1024  # what an oversized value's dead letter keeps of it
 WRITE_BYTES_PER_S = 1024 * 1024  # a batch's write timeout grows by 1 s per MB of its values
