@@ -249,8 +249,8 @@ class Archiver:
         now = time.monotonic()
         if len(self._suspects) + len(keys_) > MAX_SUSPECTS:
             self._suspects = {k: t for k, t in self._suspects.items() if t > now}
-        until = now + SUSPECT_FOR_S
-        self._suspects.update(dict.fromkeys(keys_[: MAX_SUSPECTS - len(self._suspects)], until))
+        room = max(0, MAX_SUSPECTS - len(self._suspects))  # bounded memory, whatever happens
+        self._suspects.update(dict.fromkeys(keys_[:room], now + SUSPECT_FOR_S))
 
     async def _decode(self, claimed: Sequence[model.Claim]) -> Decoded:
         """Decode on the event loop only what is cheap to decode (see DECODE_INLINE_BYTES)."""

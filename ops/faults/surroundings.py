@@ -158,7 +158,7 @@ async def inject_least_privilege(run: Run) -> None:
     run.facts |= {"archiver_roles": sorted(roles), "partitions_created": created,
                   "partition_owners": sorted(owners)}  # fmt: skip
     run.checks["archivers_logged_in_as_the_writer_only"] = roles == {embedded.PG_WRITER}
-    run.checks["month_partitions_created_at_runtime"] = len(created) >= len(MONTHS) - 2
+    run.checks["month_partitions_created_at_runtime"] = len(created) >= 3  # warm-up made 2
     run.checks["partitions_owned_by_the_migration_owner"] = owners == {embedded.PG_OWNER}
 
 
@@ -392,7 +392,7 @@ def huge_payloads(quick: bool) -> Scenario:
     return Scenario(
         "huge_payloads", "values of 400 MB over the limit, a valid one of 60 MB, small ones",
         w, mix(quick, duration=12.0 if quick else 30.0), inject_huge, env=_payload_env(quick),
-        settle_s=120.0, rss_limit_kb=(400 if quick else 2048) * MB,
+        settle_s=120.0, rss_limit_kb=(256 if quick else 1024) * MB,
     )  # fmt: skip
 
 
