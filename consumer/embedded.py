@@ -57,11 +57,14 @@ import asyncpg
 from consumer import migrate
 
 __all__ = [
+    "PG_OWNER",
+    "PG_WRITER",
     "PostgresServer",
     "RedisServer",
     "ServerBinaryNotFoundError",
     "create_database",
     "create_migrated_database",
+    "create_roles",
     "descendants",
     "drop_database",
     "free_port",
@@ -81,6 +84,11 @@ STOP_TIMEOUT = 30.0
 SETTLE_TIMEOUT = 10.0
 POLL_INTERVAL = 0.05
 PG_SUPERUSER = "postgres"
+# The least-privilege roles of sql/0003_roles.sql as a deployment uses them: a non-superuser
+# owner runs the migrations and owns the schema; the archiver logs in as a role that holds
+# only archiver_writer (see ops/OPERATIONS.md, "PostgreSQL roles").
+PG_OWNER = "archiver_owner"
+PG_WRITER = "archiver_app"
 PG_SYSTEM_USER = "postgres"
 _PR_SET_PDEATHSIG = 1
 _DEAD_STATES = frozenset({"Z", "X", "x"})
@@ -667,8 +675,8 @@ class PostgresServer(_ManagedServer):
         self.socket_dir = self.base_dir / "sock"
         self.initdb_log_path = self.workdir / "initdb.log"
 
-    def dsn(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{PG_SUPERUSER}@{HOST}:{self.port}/{dbname}"
+    def dsn(self, dbname: str = "postgres", user: str = PG_SUPERUSER) -> str:
+        return f"postgresql://{user}@{HOST}:{self.port}/{dbname}"
 
     def cleanup(self) -> None:
         """Stop the server and delete its cluster (not a caller's ``base_dir``). The object is
@@ -765,8 +773,10 @@ async def _execute(dsn: str, sql: str) -> None:
         await conn.close()
 
 
-async def create_database(admin_dsn: str, name: str, template: str | None = None) -> None:
-    """CREATE DATABASE ``name`` [TEMPLATE ``template``].
+async def create_database(
+    admin_dsn: str, name: str, template: str | None = None, owner: str | None = None
+) -> None:
+    """CREATE DATABASE ``name`` [TEMPLATE ``template``] [OWNER ``owner``].
 
     PostgreSQL copies a template only while nobody else is connected to it (it waits up
     to 5 s for other sessions to leave): close every connection to the template first.
@@ -774,18 +784,37 @@ async def create_database(admin_dsn: str, name: str, template: str | None = None
     sql = f"CREATE DATABASE {quote_ident(name)}"
     if template is not None:
         sql += f" TEMPLATE {quote_ident(template)}"
+    if owner is not None:
+        sql += f" OWNER {quote_ident(owner)}"
     await _execute(admin_dsn, sql)
 
 
+async def create_roles(admin_dsn: str) -> None:
+    """The login roles of a least-privilege deployment, if missing: PG_OWNER (may create the
+    group roles, owns the schema, not a superuser) and PG_WRITER (granted archiver_writer
+    once a migration created it, see ``grant_writer``)."""
+    conn = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        for role, options in ((PG_OWNER, "LOGIN CREATEROLE"), (PG_WRITER, "LOGIN")):
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                with contextlib.suppress(asyncpg.DuplicateObjectError):  # a parallel creator
+                    await conn.execute(f"CREATE ROLE {quote_ident(role)} {options}")
+    finally:
+        await conn.close()
+
+
 async def create_migrated_database(server: PostgresServer, name: str) -> None:
-    """CREATE DATABASE ``name`` on ``server`` with every migration applied (a template to
-    clone per test or per scenario)."""
-    await create_database(server.dsn(), name)
-    conn = await asyncpg.connect(server.dsn(name), timeout=10)
+    """CREATE DATABASE ``name`` on ``server``, owned by PG_OWNER, with every migration applied
+    by that owner (a template to clone per test or per scenario); PG_WRITER may archive in
+    it (``server.dsn(name, user=PG_WRITER)``)."""
+    await create_roles(server.dsn())
+    await create_database(server.dsn(), name, owner=PG_OWNER)
+    conn = await asyncpg.connect(server.dsn(name, user=PG_OWNER), timeout=10)
     try:
         await migrate.migrate(conn)
     finally:
         await conn.close()
+    await _execute(server.dsn(name), f"GRANT archiver_writer TO {quote_ident(PG_WRITER)}")
 
 
 async def drop_database(admin_dsn: str, name: str) -> None:

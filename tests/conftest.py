@@ -1,5 +1,10 @@
 """Fixtures: private Redis and PostgreSQL servers for the session, a fresh database per test
-(cloned from a migrated template), a flushed Redis, and settings that point at both."""
+(cloned from a migrated template), a flushed Redis, and settings that point at both.
+
+The archiver under test runs with least privilege, as a deployment should: `database_url` logs
+in as a role holding only archiver_writer (sql/0003_roles.sql) and `redis_url` as the ACL user
+of ops/redis-acl.conf, so a grant missing from either fails the suite. Tests set up and inspect
+through admin connections (`db`, `redis`, `admin_database_url`, `admin_redis_url`)."""
 
 from __future__ import annotations
 
@@ -14,15 +19,20 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumer import service, settings
+from ops import redisacl
 from tests import servers
 
 TEMPLATE = "archiver_template"
+REDIS_PASSWORD = "archiver-test-password"
+# What redis.conf sets in a least-privilege deployment (the ACL user may not CONFIG SET).
+NOTIFICATIONS = "Ex$g"
 SAMPLES = Path(__file__).parent / "data" / "samples"
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.RedisServer]:
-    with servers.RedisServer(tmp_path_factory.mktemp("redis")) as server:
+    acl = [redisacl.user_line(REDIS_PASSWORD)]
+    with servers.RedisServer(tmp_path_factory.mktemp("redis"), extra_config=acl) as server:
         yield server
 
 
@@ -34,32 +44,46 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Post
 
 
 @pytest.fixture
-async def database_url(pg_server: servers.PostgresServer) -> AsyncIterator[str]:
+async def admin_database_url(pg_server: servers.PostgresServer) -> AsyncIterator[str]:
+    """A fresh database cloned from the migrated template; the superuser's URL."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    await servers.create_database(pg_server.dsn(), name, template=TEMPLATE)
+    await servers.create_database(pg_server.dsn(), name, template=TEMPLATE, owner=servers.PG_OWNER)
     yield pg_server.dsn(name)
     await servers.drop_database(pg_server.dsn(), name)
 
 
 @pytest.fixture
-async def redis_url(redis_server: servers.RedisServer) -> str:
+def database_url(pg_server: servers.PostgresServer, admin_database_url: str) -> str:
+    """The same database as the archiver's least-privilege login role (archiver_writer)."""
+    return pg_server.dsn(admin_database_url.rsplit("/", 1)[1], user=servers.PG_WRITER)
+
+
+@pytest.fixture
+async def admin_redis_url(redis_server: servers.RedisServer) -> str:
+    """The private Redis, flushed, notifications as redis.conf sets them; the admin's URL."""
     client = aioredis.Redis.from_url(redis_server.url)
     await client.flushall()
-    await client.config_set("notify-keyspace-events", "")
+    await client.config_set("notify-keyspace-events", NOTIFICATIONS)
     await client.aclose()
     return redis_server.url
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+def redis_url(redis_server: servers.RedisServer, admin_redis_url: str) -> str:
+    """The same Redis as the archiver's ACL user (ops/redis-acl.conf)."""
+    return redisacl.url(redis_server.port, REDIS_PASSWORD)
+
+
+@pytest.fixture
+async def redis(admin_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(admin_redis_url)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
+async def db(admin_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(admin_database_url)
     yield conn
     await conn.close()
 

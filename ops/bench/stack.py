@@ -42,7 +42,7 @@ class Stack:
         """A new database cloned from the migrated template; its DSN."""
         db = f"bench_{name}"
         await servers.drop_database(self.pg.dsn(), db)
-        await servers.create_database(self.pg.dsn(), db, template=TEMPLATE)
+        await servers.create_database(self.pg.dsn(), db, template=TEMPLATE, owner=servers.PG_OWNER)
         self.databases.append(db)
         return self.pg.dsn(db)
 

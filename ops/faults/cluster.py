@@ -7,9 +7,6 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import asyncpg
-
-from consumer import migrate
 from tests import servers
 
 TEMPLATE = "faults_template"
@@ -45,17 +42,12 @@ class Cluster:
         if not self._template_ready:
             await self._template()
         db = f"f_{name}_{uuid.uuid4().hex[:8]}"
-        await servers.create_database(self.pg.dsn(), db, template=TEMPLATE)
+        await servers.create_database(self.pg.dsn(), db, template=TEMPLATE, owner=servers.PG_OWNER)
         return self.pg.dsn(db)
 
     async def _template(self) -> None:
         await servers.drop_database(self.pg.dsn(), TEMPLATE)
-        await servers.create_database(self.pg.dsn(), TEMPLATE)
-        conn = await asyncpg.connect(self.pg.dsn(TEMPLATE), timeout=30)
-        try:
-            await migrate.migrate(conn)
-        finally:
-            await conn.close()
+        await servers.create_migrated_database(self.pg, TEMPLATE)
         self._template_ready = True
 
     def redis(
