@@ -410,13 +410,8 @@ class _Run:
                     if not batch:
                         return False
                     keys = [[r["tenant_id"] for r in batch], [r["conversation_id"] for r in batch]]
-                    async with conn.transaction():
-                        await conn.execute(queries.get("retention_lock_conversations"), *keys)
-                        done = jobs.one(
-                            await conn.fetchrow(
-                                queries.get("retention_settle_conversations"), *keys
-                            )
-                        )
+                    settle = queries.get("retention_settle_conversations")
+                    done = jobs.one(await conn.fetchrow(settle, *keys))
         self.report.conversations_updated += done["updated"]
         self.report.conversations_removed += done["removed"]
         return True

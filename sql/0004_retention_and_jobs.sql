@@ -1,5 +1,10 @@
--- Retention per tenant, the periodic jobs' leases and runs, and the partition DDL that
--- retention and maintenance may ask for without owning conversation_history.
+-- Retention per tenant and the periodic jobs' leases and runs.
+--
+-- The archiver's role (archiver_writer, 0003) still deletes nothing itself and owns nothing:
+-- it reads the policies and asks functions of the migration owner (SECURITY DEFINER, fixed
+-- search_path) to delete rows, settle conversations and drop partitions; each function checks
+-- the tenant's policy itself, so that role can only ever remove what a policy lets go.
+-- Changing a policy is the owner's (an administrator's) act: the writer may only read them.
 --
 -- Applying it builds an index over conversation_history: on a large archive that takes a
 -- while and blocks archiving meanwhile (batches wait, then are held in Redis and retried,
@@ -60,12 +65,101 @@ CREATE TABLE retention_dropped (
 -- Per-tenant batched deletes walk a tenant's rows oldest first.
 CREATE INDEX conversation_history_tenant_time ON conversation_history (tenant_id, "timestamp");
 
+-- A tenant's cutoff now: its policy's, else the default's (NULL: keep everything).
+CREATE FUNCTION archiver_retention_cutoff(tenant text) RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT now() - p.keep FROM retention_policies p
+    WHERE (p.scope = 'tenant' AND p.tenant_id = tenant) OR p.scope = 'default'
+    ORDER BY p.scope DESC
+    LIMIT 1
+$$;
+
+-- One batch of a tenant's rows in [since, until), oldest first, at most batch_size; never a
+-- row younger than the tenant's cutoff now. Read through (tenant_id, "timestamp") so that a
+-- batch touches only what it deletes; rows of transactions not yet committed are invisible,
+-- so a row the archiver is inserting is never deleted. The conversations it touched are
+-- recorded in the same transaction (retention_touched), for their rows to be settled after.
+CREATE FUNCTION archiver_retention_delete(
+    tenant text, since timestamptz, until timestamptz, batch_size integer
+) RETURNS TABLE (deleted bigint, last_ts timestamptz, touched bigint)
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    cutoff timestamptz := archiver_retention_cutoff(tenant);
+BEGIN
+    IF cutoff IS NULL THEN
+        RAISE EXCEPTION 'archiver_retention_delete: tenant % has no retention policy', tenant
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    WITH doomed AS (
+        SELECT h.id, h."timestamp" FROM conversation_history h
+        WHERE h.tenant_id = tenant AND h."timestamp" >= since
+          AND h."timestamp" < least(until, cutoff)
+        ORDER BY h."timestamp" LIMIT batch_size
+    ), gone AS (
+        DELETE FROM conversation_history h USING doomed d
+        WHERE h.id = d.id AND h."timestamp" = d."timestamp"
+          AND h."timestamp" >= since AND h."timestamp" < least(until, cutoff)
+        RETURNING h.conversation_id, h."timestamp"
+    ), marked AS (
+        INSERT INTO retention_touched AS r (tenant_id, conversation_id, month)
+        SELECT DISTINCT tenant, g.conversation_id,
+               date_trunc('month', g."timestamp" AT TIME ZONE 'UTC')::date
+        FROM gone g
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone), (SELECT max(g."timestamp") FROM gone g),
+           (SELECT count(*) FROM marked);
+END;
+$$;
+
+-- Settle conversations whose rows retention deleted: started_at becomes the first message
+-- left, and a conversation with none left loses its row. The rows are locked first, in key
+-- order as the archiver's upsert locks them (the two never deadlock); the next statement's
+-- snapshot then sees every archive batch that held one of them before.
+CREATE FUNCTION archiver_retention_settle(tenants text[], conversation_ids text[])
+RETURNS TABLE (updated bigint, removed bigint)
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    PERFORM 1 FROM conversations c
+    JOIN unnest(tenants, conversation_ids) AS t(tenant_id, conversation_id)
+      ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
+    ORDER BY c.tenant_id, c.conversation_id
+    FOR UPDATE OF c;
+    RETURN QUERY
+    WITH input AS (
+        SELECT * FROM unnest(tenants, conversation_ids) AS t(tenant_id, conversation_id)
+    ), firsts AS (
+        SELECT i.tenant_id, i.conversation_id,
+               (SELECT min(h."timestamp") FROM conversation_history h
+                WHERE h.conversation_id = i.conversation_id AND h.tenant_id = i.tenant_id) AS first
+        FROM input i
+    ), changed AS (
+        UPDATE conversations c SET started_at = f.first
+        FROM firsts f
+        WHERE c.tenant_id = f.tenant_id AND c.conversation_id = f.conversation_id
+          AND f.first IS NOT NULL AND c.started_at IS DISTINCT FROM f.first
+        RETURNING 1
+    ), gone AS (
+        DELETE FROM conversations c USING firsts f
+        WHERE c.tenant_id = f.tenant_id AND c.conversation_id = f.conversation_id
+          AND f.first IS NULL
+        RETURNING 1
+    ), done AS (
+        DELETE FROM retention_touched r USING input i
+        WHERE r.tenant_id = i.tenant_id AND r.conversation_id = i.conversation_id
+    )
+    SELECT (SELECT count(*) FROM changed), (SELECT count(*) FROM gone);
+END;
+$$;
+
 -- Detach and drop one monthly partition of conversation_history wholly before the current
--- month (never the current or a later one), as the owner of the table, if every tenant with
--- rows in it is in `allowed` (the tenants whose retention lets the whole month go, as the
--- caller planned it). Returns 'dropped', 'absent' (nothing to drop), or 'kept': a tenant not
--- in `allowed` has rows in it now (archived since the plan); the partition then stays, or is
--- attached again if an interrupted DETACH ... CONCURRENTLY had taken it out.
+-- month (never the current or a later one), if every tenant with rows in it is in `allowed`
+-- (the tenants the caller planned to let the whole month go) and its policy lets the whole
+-- month go now. Returns 'dropped', 'absent' (nothing to drop), or 'kept': some tenant does not
+-- (its rows arrived since the plan, say); the partition then stays, or is attached again if
+-- an interrupted DETACH ... CONCURRENTLY had taken it out.
 --
 -- A plain DETACH takes an ACCESS EXCLUSIVE lock on conversation_history, so archiving waits
 -- behind it: `wait_ms` bounds each wait for a lock (lock_timeout; the caller retries later).
@@ -73,7 +167,7 @@ CREATE INDEX conversation_history_tenant_time ON conversation_history (tenant_id
 -- (no ACCESS EXCLUSIVE lock on conversation_history); one already detached is checked, dropped.
 CREATE FUNCTION archiver_drop_partition(partition_name text, allowed text[], wait_ms integer)
 RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     part regclass;
     month_start timestamptz;
@@ -104,7 +198,7 @@ BEGIN
     ELSIF pending THEN
         EXECUTE format('ALTER TABLE conversation_history DETACH PARTITION %I FINALIZE', partition_name);
     END IF;
-    -- the tenants in it, by a skip scan of its (tenant_id, "timestamp") index
+    -- the tenants in it (a skip scan of its (tenant_id, "timestamp") index) that may not go
     EXECUTE format($q$
         WITH RECURSIVE t AS (
             (SELECT tenant_id FROM %1$I ORDER BY tenant_id LIMIT 1)
@@ -114,8 +208,10 @@ BEGIN
             FROM t WHERE t.tenant_id IS NOT NULL
         )
         SELECT array_agg(tenant_id) FROM t
-        WHERE tenant_id IS NOT NULL AND NOT (tenant_id = ANY($1))$q$, partition_name)
-    INTO strangers USING coalesce(allowed, '{}'::text[]);
+        WHERE tenant_id IS NOT NULL
+          AND (NOT (tenant_id = ANY($1))
+               OR coalesce(archiver_retention_cutoff(tenant_id) < $2, true))$q$, partition_name)
+    INTO strangers USING coalesce(allowed, '{}'::text[]), month_start + interval '1 month';
     IF strangers IS NOT NULL THEN
         IF NOT attached THEN
             EXECUTE format(
@@ -131,4 +227,31 @@ BEGIN
     RETURN 'dropped';
 END;
 $$;
-REVOKE ALL ON FUNCTION archiver_drop_partition(text, text[], integer) FROM PUBLIC;
+
+-- Like archiver_ensure_partition (0003): the owner's rights, a fixed search_path (the schema's
+-- objects, never the caller's temporary ones), and only the writer may call them.
+DO $$
+DECLARE
+    signature text;
+BEGIN
+    FOREACH signature IN ARRAY ARRAY[
+        'archiver_retention_cutoff(text)',
+        'archiver_retention_delete(text, timestamptz, timestamptz, integer)',
+        'archiver_retention_settle(text[], text[])',
+        'archiver_drop_partition(text, text[], integer)'
+    ] LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp',
+                       signature, current_schema());
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', signature);
+    END LOOP;
+END;
+$$;
+GRANT EXECUTE ON FUNCTION archiver_retention_delete(text, timestamptz, timestamptz, integer),
+    archiver_retention_settle(text[], text[]),
+    archiver_drop_partition(text, text[], integer) TO archiver_writer;
+
+-- The writer runs the jobs (their leases and runs), reads the policies (never changes them),
+-- and keeps retention's own bookkeeping.
+GRANT SELECT, INSERT, UPDATE ON job_runs, job_leases TO archiver_writer;
+GRANT SELECT ON retention_policies TO archiver_writer;
+GRANT SELECT, INSERT, DELETE ON retention_touched, retention_dropped TO archiver_writer;

@@ -361,67 +361,13 @@ WITH touched AS (
 SELECT count(*) FROM touched;
 
 -- name: retention_delete_batch
--- One batch of a tenant's rows in [$2, $3), oldest first, at most $4: read through
--- (tenant_id, "timestamp") so that a batch touches only what it deletes. Rows of transactions
--- not yet committed are invisible here, so a row the archiver is inserting is never deleted.
--- The conversations it touched are recorded in the same transaction.
-WITH doomed AS (
-    SELECT h.id, h."timestamp" FROM conversation_history h
-    WHERE h.tenant_id = $1 AND h."timestamp" >= $2 AND h."timestamp" < $3
-    ORDER BY h."timestamp" LIMIT $4
-), gone AS (
-    DELETE FROM conversation_history h USING doomed d
-    WHERE h.id = d.id AND h."timestamp" = d."timestamp"
-      AND h."timestamp" >= $2 AND h."timestamp" < $3
-    RETURNING h.conversation_id, h."timestamp"
-), touched AS (
-    INSERT INTO retention_touched (tenant_id, conversation_id, month)
-    SELECT DISTINCT $1::text, conversation_id,
-           date_trunc('month', "timestamp" AT TIME ZONE 'UTC')::date
-    FROM gone
-    ON CONFLICT DO NOTHING
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM gone) AS rows,
-       (SELECT max("timestamp") FROM gone) AS last,
-       (SELECT count(*) FROM touched) AS conversations;
+-- One batch of a tenant's expired rows in [$2, $3), at most $4 (see the function in 0004).
+SELECT deleted AS rows, last_ts AS last, touched AS conversations
+FROM archiver_retention_delete($1, $2, $3, $4);
 
 -- name: retention_touched_batch
 SELECT DISTINCT tenant_id, conversation_id FROM retention_touched
 ORDER BY tenant_id, conversation_id LIMIT $1;
 
--- name: retention_lock_conversations
--- In key order, as the archiver's upsert locks them: the two never deadlock.
-SELECT c.tenant_id, c.conversation_id FROM conversations c
-JOIN unnest($1::text[], $2::text[]) AS t(tenant_id, conversation_id)
-  ON c.tenant_id = t.tenant_id AND c.conversation_id = t.conversation_id
-ORDER BY c.tenant_id, c.conversation_id
-FOR UPDATE OF c;
-
 -- name: retention_settle_conversations
--- Run after retention_lock_conversations, in the same transaction: a new statement sees every
--- archive batch that held those rows before us. started_at becomes the first message left;
--- a conversation with none left is removed.
-WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[]) AS t(tenant_id, conversation_id)
-), firsts AS (
-    SELECT i.tenant_id, i.conversation_id,
-           (SELECT min(h."timestamp") FROM conversation_history h
-            WHERE h.conversation_id = i.conversation_id AND h.tenant_id = i.tenant_id) AS first
-    FROM input i
-), updated AS (
-    UPDATE conversations c SET started_at = f.first
-    FROM firsts f
-    WHERE c.tenant_id = f.tenant_id AND c.conversation_id = f.conversation_id
-      AND f.first IS NOT NULL AND c.started_at IS DISTINCT FROM f.first
-    RETURNING 1
-), removed AS (
-    DELETE FROM conversations c USING firsts f
-    WHERE c.tenant_id = f.tenant_id AND c.conversation_id = f.conversation_id
-      AND f.first IS NULL
-    RETURNING 1
-), done AS (
-    DELETE FROM retention_touched r USING input i
-    WHERE r.tenant_id = i.tenant_id AND r.conversation_id = i.conversation_id
-)
-SELECT (SELECT count(*) FROM updated) AS updated, (SELECT count(*) FROM removed) AS removed;
+SELECT updated, removed FROM archiver_retention_settle($1::text[], $2::text[]);

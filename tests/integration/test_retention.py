@@ -14,6 +14,7 @@ import pytest
 
 from consumer import jobs, partitions, periodic, policies, retention, settings
 from ops import seed
+from tests import servers
 from tests.conftest import MakeSettings
 
 TENANTS = ("acme", "globex", "initech")
@@ -23,9 +24,16 @@ DAY = timedelta(days=1)
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """The archiver's connections: its least-privilege login role (archiver_writer)."""
     created = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     yield created
     await created.close()
+
+
+@pytest.fixture
+def owner_url(pg_server: servers.PostgresServer, admin_database_url: str) -> str:
+    """The same database as the migration owner (ARCHIVER_OWNER_DATABASE_URL)."""
+    return pg_server.dsn(admin_database_url.rsplit("/", 1)[1], user=servers.PG_OWNER)
 
 
 async def now(db: asyncpg.Connection) -> datetime:
@@ -287,11 +295,11 @@ async def test_a_dry_run_reports_what_a_run_then_deletes(
 
 
 async def test_partitions_are_detached_concurrently_with_an_owner_connection(
-    db: asyncpg.Connection, pool: asyncpg.Pool, make_settings: MakeSettings, database_url: str
+    db: asyncpg.Connection, pool: asyncpg.Pool, make_settings: MakeSettings, owner_url: str
 ) -> None:
     await seeded(db)
     await set_policy(db, None, 100)
-    s = make_settings(owner_database_url=database_url)
+    s = make_settings(owner_database_url=owner_url)
     outcome = await run_retention(pool, s)
     assert outcome.counts["drop_method"] == "concurrently"
     assert outcome.counts["partitions_dropped"]
@@ -347,13 +355,13 @@ async def test_an_interrupted_concurrent_detach_is_finished_by_the_next_run(
     db: asyncpg.Connection,
     pool: asyncpg.Pool,
     make_settings: MakeSettings,
-    database_url: str,
+    owner_url: str,
     lets_it_go: bool,
 ) -> None:
     """Dropped if every tenant in it lets the month go now; attached again otherwise."""
     loaded = await seeded(db)
     first = (await partitions.listing(db))[0]
-    await detach_interrupted(database_url, first.name)
+    await detach_interrupted(owner_url, first.name)
     assert {p.name: p.state for p in await partitions.listing(db)}[first.name] == "detach pending"
     await set_policy(db, None, 60 if lets_it_go else 3650)
     outcome = await run_retention(pool, make_settings())
@@ -373,14 +381,15 @@ async def test_a_month_holding_a_tenant_not_planned_for_is_kept(
     db: asyncpg.Connection,
     pool: asyncpg.Pool,
     make_settings: MakeSettings,
-    database_url: str,
+    owner_url: str,
     owner: bool,
 ) -> None:
     """Rows of a tenant the plan did not allow arrived in the month: nothing is dropped (a
     concurrently detached partition is attached again)."""
     loaded = await seeded(db)
+    await set_policy(db, None, 60)
     first = (await partitions.listing(db))[0]
-    s = make_settings(owner_database_url=database_url if owner else None)
+    s = make_settings(owner_database_url=owner_url if owner else None)
     result = await partitions.Dropper(pool, s).drop(first, ["acme", "globex"])
     assert result == "kept"
     assert {p.name: p.state for p in await partitions.listing(db)}[first.name] == "attached"
@@ -448,3 +457,72 @@ async def test_a_run_interrupted_at_any_point_is_completed_by_the_next(
     assert await db.fetchval("SELECT count(*) FROM retention_dropped") == 0
     statuses = [r["status"] for r in await db.fetch("SELECT status FROM job_runs ORDER BY id")]
     assert statuses[-1] == "ok" and "interrupted" in statuses
+
+
+# --- least privilege -----------------------------------------------------------------------------
+
+
+async def test_the_writer_reads_policies_but_may_not_change_them(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert (await policies.load(conn)).all() == []
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await policies.put(conn, policies.Policy(None, timedelta(days=1), "delete"))
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM conversation_history")
+    finally:
+        await conn.close()
+
+
+async def test_the_writer_can_delete_only_what_a_policy_lets_go(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """Even asking the functions directly for everything, the writer's role removes only
+    rows older than their tenant's keep period, and no month a tenant still keeps."""
+    loaded = await seeded(db)
+    await set_policy(db, "acme", 60)
+    conn = await asyncpg.connect(database_url)
+    try:
+        everything = ("-infinity", "infinity", 10_000_000)
+        row = await conn.fetchrow(
+            "SELECT * FROM archiver_retention_delete('acme', $1::text::timestamptz,"
+            " $2::text::timestamptz, $3)", *everything,
+        )  # fmt: skip
+        assert row is not None and row["deleted"] > 0
+        with pytest.raises(asyncpg.InvalidParameterValueError, match="no retention policy"):
+            await conn.fetchrow(
+                "SELECT * FROM archiver_retention_delete('globex', $1::text::timestamptz,"
+                " $2::text::timestamptz, $3)", *everything,
+            )  # fmt: skip
+        first = (await partitions.listing(conn))[0]
+        kept = await conn.fetchval(
+            "SELECT archiver_drop_partition($1, $2, 100)", first.name, list(TENANTS)
+        )
+        assert kept == "kept"
+    finally:
+        await conn.close()
+    moment = await now(db)
+    assert (await oldest(db))["acme"] >= moment - 60 * DAY - timedelta(minutes=1)
+    left = await counts(db)
+    for tenant in ("globex", "initech"):
+        assert left[tenant] == sum(n for (t, _), n in loaded.rows.items() if t == tenant)
+
+
+async def test_retention_functions_run_as_the_owner_with_a_fixed_search_path(
+    db: asyncpg.Connection,
+) -> None:
+    rows = await db.fetch(
+        "SELECT proname, prosecdef, proconfig, pg_get_userbyid(proowner) AS owner,"
+        " has_function_privilege('public', oid, 'EXECUTE') AS public,"
+        " has_function_privilege('archiver_writer', oid, 'EXECUTE') AS writer"
+        " FROM pg_proc WHERE proname LIKE 'archiver_retention_%' OR proname = 'archiver_drop_partition'"
+    )
+    found = {r["proname"]: r for r in rows}
+    assert set(found) == {"archiver_retention_cutoff", "archiver_retention_delete",
+                          "archiver_retention_settle", "archiver_drop_partition"}  # fmt: skip
+    for name, r in found.items():
+        assert r["owner"] == servers.PG_OWNER, name
+        assert r["proconfig"] == ["search_path=pg_catalog, public, pg_temp"], name
+        assert r["public"] is False, name
+        assert r["prosecdef"] == (name != "archiver_retention_cutoff"), name
+        assert r["writer"] == (name != "archiver_retention_cutoff"), name
