@@ -379,6 +379,7 @@ class View:
             "status": r["last_status"],
             "last_success_at": r["last_success_at"],
             "next_run_at": self.next_run(),
+            "due_now": self.due() is not None,
         }
 
 

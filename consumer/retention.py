@@ -64,7 +64,7 @@ class ExportGate(Protocol):
 class ColdTierMissing:
     """The gate until the cold tier exists: `export` keeps every row."""
 
-    REASON = "export: no verified copy in the cold tier (not configured), rows kept"
+    REASON = "export: no verified cold copy (no cold tier configured)"
 
     async def releasable(self, conn: Connection, tenant: str, month: date, rows: int) -> str | None:
         return self.REASON
@@ -208,7 +208,7 @@ async def _kept(
 ) -> Line:
     upper = min(month.upper, expiry.cutoff)
     if not expiry.whole(month):
-        reason = "export: the month is not wholly past the keep period yet"
+        reason = "export: waits until the whole month is past its keep period"
     rows, conversations = await _count(conn, tenant, month.lower, upper)
     return Line(tenant, month.month, rows, conversations, "keep", reason)
 
