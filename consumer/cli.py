@@ -365,6 +365,22 @@ def _one_scope(default: bool, tenant: str | None) -> str | None:
     return tenant
 
 
+def _policy_change(s: settings.Settings, work: Callable[[Any], Any]) -> Any:
+    """Run a policy change; a role that may not (the archiver's own) gets a clear error."""
+
+    async def owner_only(conn: asyncpg.Connection) -> Any:
+        try:
+            return await work(conn)
+        except asyncpg.InsufficientPrivilegeError:
+            raise exceptions.ConfigError(
+                "changing a retention policy needs the schema owner's connection: run this"
+                " command with ARCHIVER_DATABASE_URL of the migration owner (the archiver's"
+                " own role may only read policies; see ops/OPERATIONS.md, Retention)"
+            ) from None
+
+    return _run_db(s, owner_only)
+
+
 @main.group("retention")
 def retention_group() -> None:
     """Retention policies per tenant (keep period; then delete or export) and applying them.
@@ -394,7 +410,7 @@ def retention_set_command(
         wanted = policies.Policy(_one_scope(default, tenant), policies.parse_keep(keep), then)
     except exceptions.ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    stored = _run_db(s, lambda conn: policies.put(conn, wanted))
+    stored = _policy_change(s, lambda conn: policies.put(conn, wanted))
     if as_json:
         _lifecycle_json(stored.as_item())
     else:
@@ -409,7 +425,7 @@ def retention_unset_command(default: bool, tenant: str | None, **values: Any) ->
     """Remove the default or a tenant's policy (needs the schema owner's connection)."""
     s = _settings(values)
     scope = _one_scope(default, tenant)
-    removed = _run_db(s, lambda conn: policies.remove(conn, scope))
+    removed = _policy_change(s, lambda conn: policies.remove(conn, scope))
     if removed is None:
         _lifecycle_fail("no such policy", code=1)
     _lifecycle_line(f"removed the {'default' if scope is None else 'tenant ' + scope} policy")
