@@ -58,12 +58,35 @@ FROM upsert u JOIN before b USING (tenant_id, conversation_id);
 -- timestamp is deduplicated by the unique identity index (ON CONFLICT). One identified by an
 -- id (whose timestamp may be re-serialised differently by a later checkpoint), or whose
 -- timestamp came from its checkpoint, is checked by identity alone, under the row lock.
-WITH fresh AS (
-    SELECT s.* FROM archiver_staging s WHERE s.keyed_by_time
+-- A message already older than its tenant's `delete` retention policy is not archived again
+-- (a checkpoint carries a conversation's whole history, so retention would otherwise see its
+-- old messages come back with every checkpoint); its conversation is marked for retention to
+-- settle (its started_at may name a message that is not kept).
+WITH cutoffs AS MATERIALIZED (
+    -- per tenant of the batch: messages before floor_us (epoch microseconds) are not archived
+    SELECT t.tenant_id,
+           coalesce(CASE WHEN coalesce(tp.then_action, dp.then_action) = 'delete' THEN
+                        (extract(epoch FROM now() - coalesce(tp.keep, dp.keep)) * 1000000)::bigint
+                    END, -9223372036854775808) AS floor_us
+    FROM (SELECT DISTINCT tenant_id FROM archiver_staging) t
+    LEFT JOIN retention_policies tp ON tp.scope = 'tenant' AND tp.tenant_id = t.tenant_id
+    LEFT JOIN retention_policies dp ON dp.scope = 'default' AND dp.tenant_id = ''
+                                   AND tp.scope IS NULL
+), expired AS (
+    INSERT INTO retention_touched (tenant_id, conversation_id, month)
+    SELECT DISTINCT s.tenant_id, s.conversation_id,
+           date_trunc('month', ('epoch'::timestamptz + s.timestamp_us * interval '1 microsecond')
+                               AT TIME ZONE 'UTC')::date
+    FROM archiver_staging s JOIN cutoffs c USING (tenant_id)
+    WHERE s.timestamp_us < c.floor_us
+    ON CONFLICT DO NOTHING
+), fresh AS (
+    SELECT s.* FROM archiver_staging s JOIN cutoffs c USING (tenant_id)
+    WHERE s.keyed_by_time AND s.timestamp_us >= c.floor_us
     UNION ALL
     (SELECT DISTINCT ON (s.tenant_id, s.conversation_id, s.message_key) s.*
-     FROM archiver_staging s
-     WHERE NOT s.keyed_by_time AND NOT EXISTS (
+     FROM archiver_staging s JOIN cutoffs c USING (tenant_id)
+     WHERE NOT s.keyed_by_time AND s.timestamp_us >= c.floor_us AND NOT EXISTS (
          SELECT 1 FROM conversation_history h
          WHERE h.tenant_id = s.tenant_id
            AND h.conversation_id = s.conversation_id

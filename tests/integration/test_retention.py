@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from consumer import jobs, partitions, periodic, policies, retention, settings
+from consumer import jobs, model, partitions, periodic, policies, retention, service, settings
 from ops import seed
 from tests import servers
 from tests.conftest import MakeSettings
@@ -526,3 +526,44 @@ async def test_retention_functions_run_as_the_owner_with_a_fixed_search_path(
         assert r["public"] is False, name
         assert r["prosecdef"] == (name != "archiver_retention_cutoff"), name
         assert r["writer"] == (name != "archiver_retention_cutoff"), name
+
+
+# --- the archive path and expired messages -------------------------------------------------------
+
+
+def checkpoint(tenant: str, conversation: str, *stamps: datetime) -> model.Checkpoint:
+    messages = tuple(
+        model.Message(f"id:{conversation}-{i}", "user", f"message {i}", stamp, {})
+        for i, stamp in enumerate(stamps)
+    )
+    key = f"langgraph:checkpoint:{conversation}:1"
+    return model.Checkpoint(key, conversation, tenant, None, None, messages)
+
+
+@pytest.mark.parametrize("then", ["delete", "export"])
+async def test_the_archiver_does_not_bring_back_messages_a_delete_policy_let_go(
+    db: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    parts: service.Parts,
+    make_settings: MakeSettings,
+    then: str,
+) -> None:
+    """A checkpoint carries a conversation's whole history: after retention, its old
+    messages would come back with every checkpoint. Under a `delete` policy they are not
+    archived again (an `export` policy keeps them for the cold tier), and the next run
+    settles the conversation's row."""
+    await set_policy(db, "acme", 30, then)
+    moment = await now(db)
+    old, recent = moment - 40 * DAY, moment - 2 * DAY
+    written = await parts.store.write([checkpoint("acme", "long", old, recent)], [])
+    assert written == {"langgraph:checkpoint:long:1": 1 if then == "delete" else 2}
+    other = await parts.store.write([checkpoint("globex", "other", old)], [])
+    assert other == {"langgraph:checkpoint:other:1": 1}  # no policy: archived
+    if then == "export":
+        return
+    stamps = await db.fetch(
+        "SELECT \"timestamp\" FROM conversation_history WHERE tenant_id = 'acme'"
+    )
+    assert [r["timestamp"] for r in stamps] == [recent]
+    await run_retention(pool, make_settings())
+    await conversations_consistent(db)
