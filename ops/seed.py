@@ -59,13 +59,17 @@ class _Conversation:
     conversation_id: str
     stamps: tuple[datetime, ...]
 
-    def rows(self, filler: str) -> Iterator[tuple[object, ...]]:
+    def identities(self) -> Iterator[tuple[str, str, str, datetime]]:
+        """(tenant, conversation, message key, timestamp) of each message."""
         for i, stamp in enumerate(self.stamps):
             key = hashlib.sha256(f"{self.conversation_id}:{i}".encode()).hexdigest()[:32]
+            yield self.tenant, self.conversation_id, f"h:{key}", stamp
+
+    def rows(self, filler: str) -> Iterator[tuple[object, ...]]:
+        for i, (tenant, conversation, key, stamp) in enumerate(self.identities()):
             yield (
-                self.tenant, f"cust-{self.conversation_id}", None, self.conversation_id, stamp,
-                "user" if i % 2 == 0 else "assistant", filler, "{}", f"h:{key}",
-                f"seed:{self.conversation_id}",
+                tenant, f"cust-{conversation}", None, conversation, stamp,
+                "user" if i % 2 == 0 else "assistant", filler, "{}", key, f"seed:{conversation}",
             )  # fmt: skip
 
     def record(self) -> tuple[object, ...]:
