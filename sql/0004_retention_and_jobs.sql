@@ -74,32 +74,39 @@ LANGUAGE sql STABLE AS $$
     LIMIT 1
 $$;
 
--- One batch of a tenant's rows in [since, until), oldest first, at most batch_size; never a
--- row younger than the tenant's cutoff now. Read through (tenant_id, "timestamp") so that a
--- batch touches only what it deletes; rows of transactions not yet committed are invisible,
--- so a row the archiver is inserting is never deleted. The conversations it touched are
--- recorded in the same transaction (retention_touched), for their rows to be settled after.
+-- One batch of a tenant's rows in [since, until), oldest first: the next batch_size of them
+-- (and any more at the same microsecond), never a row younger than the tenant's cutoff now.
+-- A batch is a range of (tenant_id, "timestamp"): its end is found by walking that index
+-- batch_size entries, then the range is deleted through the same index, so a batch reads only
+-- what it deletes. Rows of transactions not yet committed are invisible, so a row the archiver
+-- is inserting is never deleted. The conversations it touched are recorded in the same
+-- transaction (retention_touched), for their rows to be settled after. Returns the rows
+-- deleted, where the next batch starts, the conversations newly recorded, and whether the
+-- range is done.
 CREATE FUNCTION archiver_retention_delete(
     tenant text, since timestamptz, until timestamptz, batch_size integer
-) RETURNS TABLE (deleted bigint, last_ts timestamptz, touched bigint)
+) RETURNS TABLE (deleted bigint, next_since timestamptz, touched bigint, exhausted boolean)
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     cutoff timestamptz := archiver_retention_cutoff(tenant);
+    stop timestamptz;
+    edge timestamptz;
 BEGIN
     IF cutoff IS NULL THEN
         RAISE EXCEPTION 'archiver_retention_delete: tenant % has no retention policy', tenant
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    stop := least(until, cutoff);
+    SELECT h."timestamp" INTO edge FROM conversation_history h
+    WHERE h.tenant_id = tenant AND h."timestamp" >= since AND h."timestamp" < stop
+    ORDER BY h."timestamp" OFFSET greatest(batch_size, 1) - 1 LIMIT 1;
+    IF edge IS NOT NULL THEN
+        stop := least(stop, edge + interval '1 microsecond');
+    END IF;
     RETURN QUERY
-    WITH doomed AS (
-        SELECT h.id, h."timestamp" FROM conversation_history h
-        WHERE h.tenant_id = tenant AND h."timestamp" >= since
-          AND h."timestamp" < least(until, cutoff)
-        ORDER BY h."timestamp" LIMIT batch_size
-    ), gone AS (
-        DELETE FROM conversation_history h USING doomed d
-        WHERE h.id = d.id AND h."timestamp" = d."timestamp"
-          AND h."timestamp" >= since AND h."timestamp" < least(until, cutoff)
+    WITH gone AS (
+        DELETE FROM conversation_history h
+        WHERE h.tenant_id = tenant AND h."timestamp" >= since AND h."timestamp" < stop
         RETURNING h.conversation_id, h."timestamp"
     ), marked AS (
         INSERT INTO retention_touched AS r (tenant_id, conversation_id, month)
@@ -109,8 +116,7 @@ BEGIN
         ON CONFLICT DO NOTHING
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM gone), (SELECT max(g."timestamp") FROM gone g),
-           (SELECT count(*) FROM marked);
+    SELECT (SELECT count(*) FROM gone), stop, (SELECT count(*) FROM marked), edge IS NULL;
 END;
 $$;
 

@@ -384,8 +384,8 @@ WITH touched AS (
 SELECT count(*) FROM touched;
 
 -- name: retention_delete_batch
--- One batch of a tenant's expired rows in [$2, $3), at most $4 (see the function in 0004).
-SELECT deleted AS rows, last_ts AS last, touched AS conversations
+-- One batch of a tenant's expired rows in [$2, $3), about $4 (see the function in 0004).
+SELECT deleted AS rows, next_since AS next, touched AS conversations, exhausted
 FROM archiver_retention_delete($1, $2, $3, $4);
 
 -- name: retention_touched_batch
