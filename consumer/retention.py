@@ -390,7 +390,7 @@ class _Run:
         """Sleep so that batches keep the database busy ARCHIVER_RETENTION_DUTY of the time:
         archiving shares the machine (measured in `make bench`, scenario retention)."""
         busy = time.monotonic() - started
-        await asyncio.sleep(busy * (1 / self.ctx.settings.retention_duty - 1))
+        await asyncio.sleep(busy * (100 / self.ctx.settings.retention_duty - 1))
 
     async def _batch(self, span: Span, lower: datetime, size: int) -> Any:
         started = time.monotonic()

@@ -134,13 +134,10 @@ class Settings(BaseSettings):
     retention_batch: int = _opt(
         5000, "Rows per retention delete batch (one short transaction each).", JOBS, ge=1
     )
-    retention_duty: float = _opt(
-        0.5,
-        "Share of the time retention's batches may keep the database busy; it sleeps the rest.",
-        JOBS,
-        gt=0,
-        le=1,
-    )
+    retention_duty: int = _opt(
+        50, "Percent of the time retention's batches may keep the database busy.", JOBS, ge=1,
+        le=100,
+    )  # fmt: skip
     owner_database_url: str | None = _opt(
         None,
         "PostgreSQL as the schema owner, used only for DETACH PARTITION CONCURRENTLY (unset: a"
