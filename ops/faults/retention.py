@@ -2,7 +2,8 @@
 archives the workload; then a run completes. Each round seeds months of history for three
 tenants with different policies (14 days, 60 days, and the 150-day default), so that every run
 has whole partitions to drop and rows to delete in batches, starts `archiver retention apply`
-and kills it a random moment into its run; the next claimant finds the run interrupted.
+and kills it a random moment into one of its phases (drops, deletes, settle, or anywhere, in
+turn); the next claimant finds the run interrupted.
 
 The oracle, from the seeds themselves (never from retention's own counts). A run starting at T
 may delete a row only if it is older than T - keep, and every run starts before the oracle
@@ -36,6 +37,8 @@ from ops.faults.runner import Run
 TENANTS = ("seed-privacy", "seed-support", "seed-regulated")
 KEEP_DAYS: dict[str | None, int] = {"seed-privacy": 14, "seed-support": 60, None: 150}
 FINAL_WITHIN_S = 120.0
+PHASES = ("leftovers", "drops", "deletes", "settle")
+TARGETS = ("drops", "deletes", "settle", "any")  # where the kill of each round aims
 
 CONSISTENT_SQL = """
 SELECT count(*) FROM conversations c
@@ -95,7 +98,8 @@ async def inject_retention(run: Run) -> None:
         phases: Counter[str] = Counter()
         for round_ in range(size(run.quick).rounds):
             await _seed(run, conn, seeded, origin, round_)
-            phases[await _killed_run(run, conn)] += 1
+            target = TARGETS[round_ % len(TARGETS)]
+            phases[await _killed_run(run, conn, target)] += 1
         final = await _final_run(run, conn)
         await _judge(run, conn, seeded, final)
     finally:
@@ -119,21 +123,30 @@ async def _seed(
     seeded.months |= {t.name for t in await partitions.listing(conn)}
 
 
-async def _killed_run(run: Run, conn: asyncpg.Connection) -> str:
-    """Start `archiver retention apply`, SIGKILL it a random moment into its run; the last
-    phase its log shows it reached ('missed': the run had ended; 'skipped': another process
-    held the lease). Then wait for the dead holder's lease to run out."""
+async def _killed_run(run: Run, conn: asyncpg.Connection, target: str) -> str:
+    """Start `archiver retention apply`, SIGKILL it a random moment into its `target` phase
+    (its log says when the phase before ended; 'any': a random moment of the run); the phase
+    its log shows it was in ('missed': the run had ended; 'skipped': another process held
+    the lease). Then wait for the dead holder's lease to run out."""
+    await _lease_free(conn)  # the consumer may be re-running an interrupted run: let it end
     proc = run.fleet.start("retention", "retention", "apply")
     if not await _run_started(proc, patience=30.0):
         return "skipped"
-    await asyncio.sleep(run.rng.uniform(0.0, size(run.quick).kill_within_s))
+    if target != "any":
+        await _phase_ended(proc, PHASES[PHASES.index(target) - 1], patience=60.0)
+    await asyncio.sleep(run.rng.uniform(0.0, size(run.quick).kill_within_s / 4))
     going = proc.alive and bool(await conn.fetchval(RUNNING_SQL))
     run.fleet.kill(proc)
-    for _ in range(150):  # the lease is 3 s; 30 s at most
-        if not await conn.fetchval(HELD_SQL):
-            break
-        await asyncio.sleep(0.2)
+    await _lease_free(conn)
     return _last_phase(proc) if going else "missed"
+
+
+async def _lease_free(conn: asyncpg.Connection) -> None:
+    """Until nobody holds the retention lease (a killed holder's runs out in 3 s)."""
+    for _ in range(600):  # 120 s at most
+        if not await conn.fetchval(HELD_SQL):
+            return
+        await asyncio.sleep(0.2)
 
 
 async def _run_started(proc: Proc, patience: float) -> bool:
@@ -147,13 +160,21 @@ async def _run_started(proc: Proc, patience: float) -> bool:
     return False
 
 
+async def _phase_ended(proc: Proc, phase: str, patience: float) -> None:
+    needle = b'"phase":"' + phase.encode() + b'"'
+    for _ in range(int(patience / 0.005)):
+        if not proc.alive or needle in _log(proc):
+            return
+        await asyncio.sleep(0.005)
+
+
 def _log(proc: Proc) -> bytes:
     return proc.log_path.read_bytes() if proc.log_path.exists() else b""
 
 
 def _last_phase(proc: Proc) -> str:
     """The phase the run was in when killed: after the last phase its log says it finished."""
-    order = ("leftovers", "drops", "deletes", "settle")
+    order = PHASES
     done = [
         orjson.loads(line).get("phase")
         for line in _log(proc).splitlines()
