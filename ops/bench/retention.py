@@ -171,12 +171,14 @@ def _report(log: Path) -> dict[str, Any]:
 
 def _phases(log: Path, whole: tuple[float, float]) -> dict[str, tuple[float, float]]:
     """The retention run's phases as windows of due times (ms), from its `retention.phase`
-    lines (each logged when its phase ends)."""
+    lines (each logged when its phase ends). The first window also holds the process's
+    start-up and the plan (leftovers, finished first, take no time without any)."""
     found: dict[str, tuple[float, float]] = {}
     start = whole[0]
     for event in probes.log_events(log, "retention.phase"):
         end = datetime.fromisoformat(str(event["timestamp"])).timestamp() * 1000
-        found[f"retention_{event['phase']}"] = (start, end)
+        name = "start_and_plan" if event["phase"] == "leftovers" else event["phase"]
+        found[f"retention_{name}"] = (start, end)
         start = end
     return found
 
