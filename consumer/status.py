@@ -50,7 +50,7 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
     else:
         table = Table(title="health", show_header=False)
         for name in ("status", "mode", "last_run", "last_successful_sweep_at", "checkpoints_archived",
-                     "messages_archived", "dead_letters", "errors", "problems"):  # fmt: skip
+                     "messages_archived", "dead_letters", "errors", "problems", "failed_jobs"):  # fmt: skip
             table.add_row(name, str(snapshot.get(name)))
         console.print(table)
     if "database_error" in report:
