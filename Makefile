@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -
 COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--all-build-deps --no-emit-index-url --no-emit-find-links
 
-.PHONY: install lock servers lint test unit integration acceptance demo bench faults clean
+.PHONY: install lock servers test-servers lint test unit integration acceptance demo bench faults clean
 
 install: $(STAMP)
 
@@ -33,16 +33,21 @@ lint: install
 	$(BIN)/ruff format --check consumer tests ops
 	$(BIN)/mypy
 
+# redis-server and PostgreSQL: all `make demo` needs. The test suite also runs prometheus and
+# promtool (alert rules, a real scrape).
 servers:
 	bash ops/check-servers.sh
 
-test: lint servers
+test-servers:
+	bash ops/check-servers.sh --with-prometheus
+
+test: lint test-servers
 	$(BIN)/pytest tests
 
 unit: install
 	$(BIN)/pytest tests/unit
 
-integration: install servers
+integration: install test-servers
 	$(BIN)/pytest tests/integration
 
 acceptance: install servers

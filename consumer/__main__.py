@@ -4,4 +4,4 @@ from __future__ import annotations
 
 from consumer.cli import main
 
-main()
+main(prog_name="archiver")

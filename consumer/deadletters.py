@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import structlog
-from rich.console import Console
-from rich.table import Table
 
-from consumer import codecs, exceptions, keys, queries, store
+from consumer import codecs, cursors, exceptions, keys, queries, store, terminal
 
 log = structlog.get_logger("consumer.deadletters")
 
@@ -20,13 +18,29 @@ class Replay:
     archived: int = 0
     messages: int = 0
     still_failing: int = 0
+    not_found: list[int] = field(default_factory=list)
+
+
+COLUMNS = [
+    terminal.column("id", "id", "number"),
+    terminal.column("key", "source_key", "id"),
+    terminal.column("bytes", "bytes", "number", drop=3),
+    terminal.column("attempts", "attempts", "number", drop=2),
+    terminal.column("first seen", "first_seen_at", "time", drop=1),
+    terminal.column("resolved", "resolved_at", "time", drop=4),
+    terminal.column("error", "error", "prose"),
+]
 
 
 async def listing(
-    conn: asyncpg.Connection, include_resolved: bool, limit: int
-) -> list[dict[str, Any]]:
-    rows = await conn.fetch(queries.get("dead_letters_list"), include_resolved, limit)
-    return [dict(r) for r in rows]
+    conn: asyncpg.Connection, include_resolved: bool, limit: int, cursor: str | None = None
+) -> cursors.Page:
+    """Dead letters by id, `limit` a page; `cursor` continues after the previous page."""
+    after = cursors.decode_int("dead-letters", cursor) if cursor else None
+    rows = await conn.fetch(queries.get("dead_letters_list"), include_resolved, limit + 1, after)
+    page = [dict(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return cursors.Page(page, cursors.encode("dead-letters", page[-1]["id"]) if more else None)
 
 
 async def replay(
@@ -35,7 +49,7 @@ async def replay(
     """Decode each open dead letter again; archive those that decode now and mark them resolved."""
     async with the_store.pool.acquire() as conn:
         letters = await conn.fetch(queries.get("dead_letters_open"), ids)
-    result = Replay()
+    result = Replay(not_found=sorted(set(ids) - {letter["id"] for letter in letters}))
     for letter in letters:
         await _replay_one(the_store, layout, codec, letter, result)
     return result
@@ -69,16 +83,3 @@ def _decode(layout: keys.Layout, codec: codecs.CodecOptions, key: str, raw: byte
     return codecs.decode(
         key, raw, key_conversation_id=info.conversation_id, key_time=info.written_at, options=codec
     )
-
-
-def render(rows: list[dict[str, Any]], console: Console) -> None:
-    table = Table()
-    for column in ("id", "key", "bytes", "attempts", "first seen", "resolved", "error"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        resolved = r["resolved_at"].isoformat(timespec="seconds") if r["resolved_at"] else ""
-        table.add_row(
-            str(r["id"]), r["source_key"], str(r["bytes"]), str(r["attempts"]),
-            r["first_seen_at"].isoformat(timespec="seconds"), resolved, r["error"],
-        )  # fmt: skip
-    console.print(table)

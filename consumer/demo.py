@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import shlex
 import signal
 import sys
 import time
@@ -29,12 +30,14 @@ from redis.exceptions import RedisError
 from rich.console import Console
 
 from consumer import (
+    commands,
     display,
     embedded,
     exceptions,
     logs,
     metrics,
     migrate,
+    options,
     producer,
     sandbox,
     service,
@@ -285,11 +288,17 @@ async def _consuming(
             await asyncio.wait([task], timeout=SHUTDOWN_S)
 
 
-def _title(o: Options) -> str:
-    return (
-        f"archiver demo · {o.plan.conversations} conversations · TTL {o.ttl:g}s,"
-        f" archive after {o.archive_after:g}s, sweep every {o.sweep_interval:g}s"
+TITLE = "archiver demo"
+
+
+def _setup(o: Options) -> display.Rows:
+    """What the live view shows above its figures (a title this long was cut at 80 columns)."""
+    clock = (
+        f"TTL {settings.format_duration(o.ttl)}, archive after"
+        f" {settings.format_duration(o.archive_after)}, sweep every"
+        f" {settings.format_duration(o.sweep_interval)}"
     )
+    return [("workload", f"{o.plan.conversations} conversations"), ("clock", clock)]
 
 
 async def play(o: Options, s: settings.Settings, console: Console) -> display.Report:
@@ -303,7 +312,7 @@ async def play(o: Options, s: settings.Settings, console: Console) -> display.Re
             watch = Watch(consumer, work, client)
             writing = asyncio.create_task(work.run(), name="workload")
             try:
-                with display.View(console, _title(o)) as view:
+                with display.View(console, TITLE, _setup(o)) as view:
                     figures = await _watch(watch, view, o.ttl, [writing, running])
             finally:
                 writing.cancel()
@@ -333,16 +342,34 @@ def _console() -> Console:
     return console if console.is_terminal else Console(highlight=False, width=120)
 
 
-def _describe_servers(console: Console, ends: sandbox.Endpoints) -> None:
+def _describe_servers(console: Console, o: Options, ends: sandbox.Endpoints) -> None:
     for r in ends.started:
         console.print(f"started {r.name} (pid {r.pid}) at {r.url}", markup=False)
     external = {"Redis": ends.redis_url, "PostgreSQL": ends.database_url}
     for name, url in external.items():
         if all(r.url != url for r in ends.started):
             console.print(f"using the {name} server you gave: {url}", markup=False)
+    for directory in ends.temporary:
+        console.print(
+            f"PostgreSQL's data is in {directory}, not in {o.data_dir}: its system user cannot"
+            f" enter {o.data_dir.resolve()}; `--stop` and `--clean` remove it",
+            markup=False,
+        )
 
 
-def _describe_kept(console: Console, o: Options, ends: sandbox.Endpoints) -> None:
+def exports(s: settings.Settings) -> list[str]:
+    """The `export` lines that point the other commands at the demo's servers."""
+    values = {"ARCHIVER_REDIS_URL": s.redis_url, "ARCHIVER_DATABASE_URL": s.database_url,
+              "ARCHIVER_HEALTH_FILE": str(s.health_file.resolve())}  # fmt: skip
+    if s.key_pattern != producer.DEFAULT_PATTERN:
+        values |= {"ARCHIVER_KEY_PATTERN": s.key_pattern,
+                   "ARCHIVER_SHADOW_PREFIX": s.shadow_prefix}  # fmt: skip
+    return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
+
+
+def _describe_kept(
+    console: Console, o: Options, ends: sandbox.Endpoints, s: settings.Settings
+) -> None:
     flag = "" if o.data_dir == DEFAULT_DATA_DIR else f" --data-dir {o.data_dir}"
     lines = ["servers left running (--keep):"]
     for r in ends.started:
@@ -352,7 +379,8 @@ def _describe_kept(console: Console, o: Options, ends: sandbox.Endpoints) -> Non
     kills = "; ".join(f"kill -{signal.Signals(r.signal).name[3:]} {r.pid}" for r in ends.started)
     lines.append(f"stop them with `archiver demo --stop{flag}` (or `--clean{flag}` to also")
     lines.append(f"delete {o.data_dir}), or by hand: {kills}")
-    console.print("\n".join(lines), markup=False)
+    lines.append("to run the other commands against them (archiver status, conversations, ...):")
+    console.print("\n".join([*lines, *exports(s)]), markup=False, soft_wrap=True)
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float | None:
@@ -419,16 +447,16 @@ def run(o: Options, console: Console) -> display.Report:
         _logging_to(o.data_dir / "demo.log", o.log_level),
         sandbox.running(o.data_dir, o.redis_url, o.database_url, o.keep) as ends,
     ):
-        _describe_servers(console, ends)
+        _describe_servers(console, o, ends)
         s = consumer_settings(o, ends.redis_url, ends.database_url)
         result = asyncio.run(play(o, s, console))
         display.render(console, result)
         if o.keep and ends.started:
-            _describe_kept(console, o, ends)
+            _describe_kept(console, o, ends, s)
         return result
 
 
-@click.command("demo")
+@click.command("demo", cls=commands.Command)
 @click.option(
     "--conversations",
     type=click.IntRange(1, 100_000),
@@ -507,6 +535,7 @@ def run(o: Options, console: Console) -> display.Report:
 @click.option(
     "--redis-url",
     default=None,
+    type=options.SettingType(settings.Settings.model_fields["redis_url"]),
     envvar="ARCHIVER_REDIS_URL",
     show_envvar=True,
     help="Use this Redis instead of starting one (keys go under demo:).",
@@ -514,6 +543,7 @@ def run(o: Options, console: Console) -> display.Report:
 @click.option(
     "--database-url",
     default=None,
+    type=options.SettingType(settings.Settings.model_fields["database_url"]),
     envvar="ARCHIVER_DATABASE_URL",
     show_envvar=True,
     help="Use this PostgreSQL instead of starting one (it is migrated).",

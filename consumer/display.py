@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -21,6 +21,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from consumer import terminal, times
 
 PLAIN_EVERY_S = 2.0
 CONTENT_WIDTH = 90
@@ -109,12 +111,16 @@ def _rows(f: Figures) -> list[tuple[str, str]]:
     ]
 
 
-def panel(f: Figures, title: str) -> Panel:
+Rows = Sequence[tuple[str, str]]
+
+
+def panel(f: Figures, title: str, about: Rows = ()) -> Panel:
+    """The live view: a short title (whole at 80 columns), what runs, then the figures."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold cyan", justify="right")
     grid.add_column()
-    for label, value in _rows(f):
-        grid.add_row(label, value)
+    for label, value in [*about, *_rows(f)]:
+        grid.add_row(Text(label), Text(value))
     return Panel(grid, title=title, subtitle=f"{f.elapsed:.0f}s", expand=False)
 
 
@@ -131,9 +137,10 @@ def line(f: Figures) -> str:
 class View:
     """A rich Live panel on a terminal; otherwise a progress line every couple of seconds."""
 
-    def __init__(self, console: Console, title: str) -> None:
+    def __init__(self, console: Console, title: str, about: Rows = ()) -> None:
         self.console = console
         self.title = title
+        self.about = about
         self.live = console.is_terminal
         self._live: Live | None = None
         self._printed = -math.inf
@@ -160,7 +167,7 @@ class View:
 
     def show(self, f: Figures, final: bool = False) -> None:
         if self._live is not None:
-            self._live.update(panel(f, self.title), refresh=final)
+            self._live.update(panel(f, self.title, self.about), refresh=final)
         elif final or time.monotonic() - self._printed >= PLAIN_EVERY_S:
             self._printed = time.monotonic()
             self.console.print(line(f), markup=False, highlight=False, soft_wrap=True)
@@ -264,12 +271,11 @@ def _clip(content: str) -> str:
 def sample_table(rows: Iterable[Row]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("role")
-    table.add_column("time (UTC)")
+    table.add_column("time")
     table.add_column("content", overflow="fold")
     for row in rows:
         role = f"{row.role} (summary)" if row.summary else row.role
-        stamp = row.at.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]
-        table.add_row(role, stamp, Text(_clip(row.content)))
+        table.add_row(role, times.text(row.at), terminal.visible(_clip(row.content)))
     return table
 
 

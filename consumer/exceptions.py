@@ -28,3 +28,15 @@ class PendingMigrationsError(MigrationError):
 
 class StoreUnavailableError(ArchiverError):
     """PostgreSQL failed moments ago: held without trying again yet."""
+
+
+class UsageError(ArchiverError):
+    """The command cannot run as given: see its --help."""
+
+
+class NotFoundError(ArchiverError):
+    """Nothing in the archive matches."""
+
+
+class UnreachableError(ArchiverError):
+    """A server the command needs cannot be reached or refuses the connection."""

@@ -11,9 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+import structlog
+
+from consumer import times
 
 Status = Literal["healthy", "degraded", "unhealthy"]
 Mode = Literal["starting", "events", "degraded", "sweep-only"]
+
+log = structlog.get_logger("consumer.health")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +123,7 @@ class State:
 
 
 def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+    return None if ts is None else times.iso(datetime.fromtimestamp(ts, UTC))
 
 
 def write(path: Path, snapshot: dict[str, Any]) -> None:
@@ -134,6 +139,16 @@ def write(path: Path, snapshot: dict[str, Any]) -> None:
         raise
 
 
+def write_safely(path: Path, snapshot: dict[str, Any]) -> bool:
+    """`write`, logging a failure instead of raising it: the work it reports on is done."""
+    try:
+        write(path, snapshot)
+    except OSError as exc:
+        log.warning("health.not_written", path=str(path), error=str(exc))
+        return False
+    return True
+
+
 def read(path: Path) -> dict[str, Any] | None:
     """The health file's content, or None if it is missing or not a JSON object."""
     try:
@@ -143,16 +158,23 @@ def read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def age(snapshot: dict[str, Any] | None) -> float | None:
+    """Seconds since the file was written (by a process of this host: same clock)."""
+    try:
+        return time.time() - datetime.fromisoformat(snapshot["last_run"]).timestamp()  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def verdict(snapshot: dict[str, Any] | None, max_age: float) -> tuple[bool, str]:
-    """For `archiver check`: healthy enough (exit 0) and why."""
+    """For `archiver check` (and `status`): healthy enough (exit 0) and why."""
     if snapshot is None:
         return False, "no health file"
-    try:
-        age = time.time() - datetime.fromisoformat(snapshot["last_run"]).timestamp()
-    except (KeyError, TypeError, ValueError):
+    age_s = age(snapshot)
+    if age_s is None:
         return False, "health file has no valid last_run"
-    if age > max_age:
-        return False, f"health file is {age:.0f}s old (limit {max_age:.0f}s)"
+    if age_s > max_age:
+        return False, f"health file is {age_s:.0f}s old (limit {max_age:.0f}s)"
     if snapshot.get("status") == "unhealthy":
         return False, "unhealthy: " + "; ".join(snapshot.get("problems") or [])
     return True, f"{snapshot.get('status')} ({snapshot.get('mode')})"

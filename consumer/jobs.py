@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +29,7 @@ import structlog
 from asyncpg.pool import PoolConnectionProxy
 from croniter import croniter
 
-from consumer import exceptions, health, metrics, queries, settings
+from consumer import exceptions, health, metrics, queries, settings, terminal, times
 from consumer.settings import Settings
 
 log = structlog.get_logger("consumer.jobs")
@@ -182,7 +182,26 @@ class Outcome:
         }
 
 
-def describe(exc: BaseException) -> str:
+def describe(outcome: Outcome) -> str:
+    """One line for people about a run that did not complete (skipped or failed)."""
+    if outcome.status == "skipped" and outcome.until is not None:
+        return (f"skipped: job {outcome.job} is running on {outcome.holder} (its lease runs"
+                f" until {times.text(outcome.until)})")  # fmt: skip
+    return f"job {outcome.job} {outcome.status} (run {outcome.run_id}): {outcome.error}"
+
+
+def render_counts(counts: Counts, out: Any) -> None:
+    """A completed run's counts for people: one `name  value` line each."""
+    terminal.fields(
+        out, [(k.replace("_", " "), terminal.cell(_flat(v))) for k, v in counts.items()]
+    )
+
+
+def _flat(value: Any) -> Any:
+    return ", ".join(str(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def error_text(exc: BaseException) -> str:
     """An error for job_runs and logs: its type and message, never a payload (jobs read no
     message content), cut to a line's length."""
     return f"{type(exc).__name__}: {exc}"[:500]
@@ -223,7 +242,7 @@ class Runner:
                 await asyncio.wait_for(asyncio.shield(stopped), FINISH_WITHIN_S)
             raise
         except Exception as exc:
-            outcome = await self._finish(ctx, "failed", ctx.counts, describe(exc))
+            outcome = await self._finish(ctx, "failed", ctx.counts, error_text(exc))
             log.error("job.failed", job=job.name, run_id=ctx.run_id, error=outcome.error,
                       seconds=outcome.seconds)  # fmt: skip
             return outcome
@@ -258,7 +277,7 @@ class Runner:
             try:
                 kept = await self._renew(ctx, lease)
             except Exception as exc:  # e.g. PostgreSQL unreachable: try again until it runs out
-                log.warning("job.lease_not_renewed", job=ctx.job, error=describe(exc))
+                log.warning("job.lease_not_renewed", job=ctx.job, error=error_text(exc))
                 kept = None if time.monotonic() - renewed < 0.8 * lease else False
             if kept is False:
                 raise LeaseLostError(f"lost the lease of job {ctx.job!r}: it is not renewed")
@@ -290,7 +309,7 @@ class Runner:
                 await conn.execute(queries.get("job_release"), ctx.job, self.holder)
             finished, seconds = row["finished_at"], round(row["seconds"], 3)
         except Exception as exc:
-            log.error("job.not_recorded", job=ctx.job, run_id=ctx.run_id, error=describe(exc))
+            log.error("job.not_recorded", job=ctx.job, run_id=ctx.run_id, error=error_text(exc))
         _count(ctx.job, status, seconds, finished)
         return Outcome(
             ctx.job, status, ctx.run_id, counts, error, ctx.started_at, finished, seconds
@@ -383,6 +402,26 @@ class View:
         }
 
 
+def _next(item: Mapping[str, Any]) -> Any:
+    return "due now" if item["due_now"] else item["next_run_at"]
+
+
+def _status(item: Mapping[str, Any]) -> Any:
+    if item["running"]:
+        return f"running on {item['held_by']}"
+    return item["status"] or "never run"
+
+
+COLUMNS = [
+    terminal.column("job", "job", "id"),
+    terminal.column("schedule", "schedule"),
+    terminal.Column("last run", lambda i: (i["last_run"] or {}).get("started_at"), "time"),
+    terminal.Column("status", _status),
+    terminal.Column("next run", _next, "time"),
+    terminal.Column("error", lambda i: (i["last_run"] or {}).get("error"), "prose"),
+]
+
+
 def _last_run(r: dict[str, Any]) -> dict[str, Any] | None:
     if r["last_id"] is None:
         return None
@@ -457,7 +496,7 @@ class Scheduler:
             try:
                 pause = await self.tick(job)
             except Exception as exc:
-                log.warning("job.check_failed", job=job.name, error=describe(exc))
+                log.warning("job.check_failed", job=job.name, error=error_text(exc))
                 pause = RETRY_CHECK_S
             await asyncio.sleep(pause)
 

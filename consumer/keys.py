@@ -111,6 +111,15 @@ class Layout:
     def probe(self, token: str) -> str:
         return f"{self.prefix}probe:{token}"
 
+    def heartbeat(self, member: str) -> str:
+        """A running consumer's heartbeat (member: `host:pid`), renewed with a TTL."""
+        return f"{self.prefix}heartbeat:{member}"
+
+    @property
+    def heartbeats(self) -> str:
+        """Sorted set indexing the heartbeat keys (members `host:pid`), so none is SCANned for."""
+        return self.prefix + "heartbeats"
+
 
 @functools.cache
 def _compile(pattern: str) -> re.Pattern[str]:

@@ -32,7 +32,7 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from consumer import jobs, queries
+from consumer import jobs, queries, terminal
 from consumer.settings import Settings
 
 log = structlog.get_logger("consumer.partitions")
@@ -63,6 +63,26 @@ class Partition:
             "bytes": self.bytes,
             "estimated_rows": self.estimated_rows,
         }
+
+
+COLUMNS = [
+    terminal.column("name", "name", "id"),
+    terminal.column("from (UTC)", "lower", "time"),
+    terminal.column("to", "upper", "time"),
+    terminal.Column("size", lambda row: size_text(row["bytes"]), "number"),
+    terminal.column("rows (est.)", "estimated_rows", "number", drop=1),
+    terminal.column("state", "state"),
+]
+
+
+def size_text(octets: int) -> str:
+    """Bytes for people: 928.0 kB, 1.2 GB."""
+    value = float(octets)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
 
 
 async def listing(conn: jobs.Connection) -> list[Partition]:

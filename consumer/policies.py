@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from consumer import exceptions, jobs, queries, settings
+from consumer import exceptions, jobs, queries, settings, terminal
 
 ACTIONS = ("delete", "export")
 # Checkpoints live a day in Redis before they are archived (ARCHIVER_CHECKPOINT_TTL): a shorter
@@ -53,6 +53,22 @@ class Policies:
         return ([self.default] if self.default else []) + [
             self.tenants[t] for t in sorted(self.tenants)
         ]
+
+
+COLUMNS = [
+    terminal.column("scope", "scope"),
+    terminal.column("tenant", "tenant", "id"),
+    terminal.column("keep", "keep"),
+    terminal.column("then", "then"),
+    terminal.column("updated", "updated_at", "time", drop=1),
+]
+
+
+def describe(policy: Policy) -> str:
+    """One line for people: whose policy, how long, then what."""
+    whose = "the default policy" if policy.tenant is None else f"tenant {policy.tenant}'s policy"
+    keep = settings.format_duration(policy.keep.total_seconds())
+    return f"{whose}: keep {keep}, then {policy.then}"
 
 
 def parse_keep(text: str) -> timedelta:

@@ -30,10 +30,11 @@ from typing import Any, Protocol
 
 import asyncpg
 import structlog
+from rich.text import Text
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from consumer import jobs, partitions, policies, queries
+from consumer import jobs, partitions, policies, queries, terminal, times
 from consumer.partitions import Partition
 
 log = structlog.get_logger("consumer.retention")
@@ -270,6 +271,45 @@ class Report:
             "items": [line.as_item() for line in lines[:MAX_LINES]],
             "items_omitted": max(0, len(lines) - MAX_LINES),
         }
+
+
+COLUMNS = [
+    terminal.column("tenant", "tenant", "id"),
+    terminal.column("month", "month"),
+    terminal.column("rows", "rows", "number"),
+    terminal.column("conversations", "conversations", "number", drop=1),
+    terminal.column("action", "action"),
+    terminal.column("reason", "reason", "prose"),
+]
+
+
+def render(report: jobs.Counts, out: Any) -> None:
+    """A run's report (or a dry run's) for people: per tenant and month, then the totals."""
+    verb = "would go" if report["dry_run"] else "went"
+    if report["items"]:
+        terminal.listing(out, COLUMNS, report["items"])
+    else:
+        terminal.sentence(out, Text(f"nothing {verb}: no row is older than its policy"))
+    for tenant, cutoff in report["cutoffs"].items():
+        line = terminal.visible(tenant) + Text(f": rows before {_when(cutoff)} expire")
+        terminal.sentence(out, line)
+    if report["unmanaged_tenants"]:
+        names = ", ".join(report["unmanaged_tenants"])
+        terminal.sentence(out, Text("no policy, kept: ") + terminal.visible(names))
+    terminal.sentence(out, Text(_totals(report, verb)))
+
+
+def _when(cutoff: Any) -> str:
+    return times.text(cutoff) if isinstance(cutoff, datetime) else str(cutoff)
+
+
+def _totals(report: jobs.Counts, verb: str) -> str:
+    dropped = ", ".join(report["partitions_dropped"]) or "none"
+    return (
+        f"partitions that {verb}: {dropped}; rows {report['rows_dropped']} with them,"
+        f" {report['rows_deleted']} in batches; conversations updated"
+        f" {report['conversations_updated']}, removed {report['conversations_removed']}"
+    )
 
 
 # --- dry run -------------------------------------------------------------------------------------

@@ -120,11 +120,17 @@ def _remove_runs(data_dir: Path) -> None:
 
 
 def stop(data_dir: Path) -> list[Recorded]:
-    """Stop every recorded server still running; which ones were stopped."""
+    """Stop every recorded server still running, and delete a cluster kept outside the folder
+    (a temporary directory: nothing else would ever remove it); which servers were stopped."""
+    servers, temporary = _read_state(data_dir)
     stopped = []
-    for r in _read_state(data_dir)[0]:
+    for r in servers:
         if embedded.stop_process(r.pid, r.marker, signal.Signals(r.signal)):
             stopped.append(r)
+    if temporary and not [r for r in servers if r.running]:
+        for directory in temporary:
+            shutil.rmtree(directory, ignore_errors=True)
+        _write_state(data_dir, Endpoints("", "", servers, []))
     return stopped
 
 
@@ -134,8 +140,9 @@ def clean(data_dir: Path) -> list[Recorded]:
         return []
     if not _is_ours(data_dir):
         raise SandboxError(f"{data_dir} is not a demo data folder (no {MARKER}): not removing it")
+    temporary = _read_state(data_dir)[1]
     stopped = stop(data_dir)
-    for directory in _read_state(data_dir)[1]:
+    for directory in temporary:
         shutil.rmtree(directory, ignore_errors=True)
     shutil.rmtree(data_dir)
     return stopped

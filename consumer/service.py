@@ -27,6 +27,7 @@ from consumer import (
     deadlines,
     exceptions,
     health,
+    heartbeat,
     hints,
     jobs,
     keys,
@@ -143,7 +144,7 @@ async def sweep_once(settings: Settings) -> sweeper.SweepReport:
     batcher.tally(state, report.outcome)
     if report.completed:
         state.last_sweep_ok_at = state.last_sweep_at = time.time()
-    health.write(settings.health_file, state.snapshot())
+    health.write_safely(settings.health_file, state.snapshot())
     return report
 
 
@@ -173,6 +174,7 @@ class Consumer:
         )
         self.deadlines = deadlines.DeadlinePoller(parts.archiver.redis, self.queue, s)
         self.sweeper = sweeper.Sweeper(parts.archiver, parts.store, s, index_polled=True)
+        self.heartbeat = heartbeat.Heartbeat(parts.redis, layout, HEALTH_EVERY_S)
         self._last_report = (time.time(), 0, 0, 0, 0)
         self.schema_ready = asyncio.Event()
         self.scheduler = jobs.Scheduler(
@@ -295,6 +297,7 @@ class Consumer:
             self.state.redis_ok = await _answers(self.parts.redis.ping())
             self.state.database_ok = await _answers(self.parts.pool.fetchval("SELECT 1"))
             self._write_health()
+            await self.heartbeat.renew(self.state)
             await asyncio.sleep(HEALTH_EVERY_S)
 
     def _write_health(self) -> None:

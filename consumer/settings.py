@@ -11,7 +11,7 @@ from croniter import croniter
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from consumer import exceptions
+from consumer import exceptions, urls
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -28,8 +28,10 @@ def parse_duration(value: Any) -> float:
 
 
 def format_duration(seconds: float) -> str:
+    """The largest whole unit; days from two on (24h reads better next to 23h than 1d)."""
     for unit in ("d", "h", "m", "s"):
-        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
+        smallest = 2 * _UNITS[unit] if unit == "d" else _UNITS[unit]
+        if seconds >= smallest and seconds % _UNITS[unit] == 0:
             return f"{int(seconds // _UNITS[unit])}{unit}"
     return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds!r}s"
 
@@ -41,10 +43,12 @@ RUN = ("run",)
 SWEEP = ("run", "sweep")
 BROWSE = ("history", "conversations", "dead-letters")
 LIFECYCLE = ("retention", "jobs", "partitions")
-DB = ("run", "sweep", "migrate", "status", *BROWSE, *LIFECYCLE)
+DB = ("run", "sweep", "migrate", "status", "health", *BROWSE, *LIFECYCLE)
 DECODE = ("run", "sweep", "dead-letters")
-REDIS = ("run", "sweep")
+KEYS = (*DECODE, "status", "health")
+REDIS = ("run", "sweep", "status", "health")
 ALL = ("run", "sweep", "migrate", "status", "check", *BROWSE)
+LOGS = (*ALL, "health", *LIFECYCLE)
 JOBS = ("run", "retention", "jobs")
 
 
@@ -59,17 +63,19 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ARCHIVER_", frozen=True, extra="forbid")
 
-    redis_url: str = _opt("redis://localhost:6379/0", "Redis holding the checkpoints.", REDIS)
-    database_url: str = _opt(
+    redis_url: urls.RedisUrl = _opt(
+        "redis://localhost:6379/0", "Redis holding the checkpoints.", REDIS
+    )
+    database_url: urls.DatabaseUrl = _opt(
         "postgresql://postgres@localhost:5432/archiver", "PostgreSQL archive.", DB
     )
     key_pattern: str = _opt(
         "langgraph:checkpoint:{conversation_id}:{timestamp}",
         "Checkpoint key layout; {timestamp} (unix seconds) must be the last segment.",
-        DECODE,
+        KEYS,
     )
     shadow_prefix: str = _opt(
-        "archiver:shadow:", "Prefix of shadow keys (and other own keys).", DECODE
+        "archiver:shadow:", "Prefix of shadow keys (and other own keys).", KEYS
     )
     checkpoint_ttl: Duration = _opt(86400.0, "TTL agents give checkpoints.", gt=0)
     archive_after: Duration = _opt(
@@ -108,11 +114,9 @@ class Settings(BaseSettings):
     report_interval: Duration = _opt(
         60.0, "How often `run` records a row in archive_runs.", RUN, gt=0
     )
-    log_level: Literal["debug", "info", "warning", "error"] = _opt(
-        "info", "Log level.", (*ALL, *LIFECYCLE)
-    )
+    log_level: Literal["debug", "info", "warning", "error"] = _opt("info", "Log level.", LOGS)
     log_format: Literal["auto", "json", "console"] = _opt(
-        "auto", "JSON lines, or readable on a terminal (auto).", (*ALL, *LIFECYCLE)
+        "auto", "JSON lines, or readable on a terminal (auto).", LOGS
     )
     # --- periodic jobs, retention and partitions (consumer/jobs.py, retention.py, partitions.py)
     run_jobs: bool = _opt(True, "Host the periodic jobs (partitions, retention) in `run`.", RUN)
@@ -224,4 +228,4 @@ def _describe(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"])
         name = f"ARCHIVER_{where.upper()}: " if where else ""
         lines.append(f"{name}{err['msg'].removeprefix('Value error, ')}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+    return "invalid configuration: " + "; ".join(lines)

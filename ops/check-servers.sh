@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# The test suite starts private redis-server, postgres and prometheus processes and runs
-# promtool; make sure the binaries exist, installing Debian's packages when we can (root with
-# apt-get), else say what is missing.
+# Make sure the binaries a make target needs exist, installing Debian's packages when we can
+# (root with apt-get), else say what is missing. Each target asks for what it needs only:
+#   bash ops/check-servers.sh                     redis-server and PostgreSQL (demo, bench, faults)
+#   bash ops/check-servers.sh --with-prometheus   also prometheus and promtool (the test suite)
 set -euo pipefail
+with_prometheus=no
+for arg in "$@"; do
+  case "$arg" in
+    --with-prometheus) with_prometheus=yes ;;
+    *) echo "usage: $0 [--with-prometheus]" >&2; exit 2 ;;
+  esac
+done
 have_pg() {
   command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/postgres" ] && return 0
   compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null
@@ -13,17 +21,19 @@ have_prometheus() {
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 have_pg || missing+=(postgresql)
-have_prometheus || missing+=(prometheus)
+if [ "$with_prometheus" = yes ]; then
+  have_prometheus || missing+=(prometheus)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing ${missing[*]} (test servers and tools)"
+  echo "installing ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  # The tests start their own servers on free ports: stop any service a package started
-  # (prometheus on 9090 where an init system is running).
+  # The tests and the demo start their own servers on free ports: stop any service a package
+  # started (prometheus on 9090 where an init system is running).
   if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
     systemctl stop prometheus prometheus-node-exporter >/dev/null 2>&1 || true
   fi
   exit 0
 fi
-echo "missing test binaries: ${missing[*]} (install them, e.g. apt-get install ${missing[*]})" >&2
+echo "missing binaries: ${missing[*]} (install them, e.g. apt-get install ${missing[*]})" >&2
 exit 1

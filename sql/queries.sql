@@ -155,12 +155,20 @@ SELECT to_regclass('schema_migrations') IS NOT NULL;
 -- name: migrations_record
 INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3);
 
--- name: history_messages
-SELECT tenant_id, conversation_id, customer_id, user_id, "timestamp", message_role,
+-- name: history_page
+-- A conversation's messages in order, keyset-paginated on ("timestamp", id).
+SELECT id, tenant_id, conversation_id, customer_id, user_id, "timestamp", message_role,
        message_content, metadata, message_key, source_key, archived_at
 FROM conversation_history
 WHERE conversation_id = $1 AND ($2::text IS NULL OR tenant_id = $2)
-ORDER BY "timestamp", id;
+  AND ($3::timestamptz IS NULL OR "timestamp" >= $3)
+  AND ($4::timestamptz IS NULL OR "timestamp" < $4)
+  AND ($5::timestamptz IS NULL OR ("timestamp", id) > ($5, $6::bigint))
+ORDER BY "timestamp", id
+LIMIT $7;
+
+-- name: database_now
+SELECT now();
 
 -- name: conversations_page
 -- Newest first, keyset-paginated on (ended_at, tenant_id, conversation_id). Message counts are
@@ -176,10 +184,11 @@ FROM (
       AND ($2::text IS NULL OR customer_id = $2)
       AND ($3::text IS NULL OR user_id = $3)
       AND ($4::timestamptz IS NULL OR ended_at >= $4)
+      AND ($5::timestamptz IS NULL OR started_at < $5)
       AND ended_at IS NOT NULL
-      AND ($5::timestamptz IS NULL OR (ended_at, tenant_id, conversation_id) < ($5, $6, $7))
+      AND ($6::timestamptz IS NULL OR (ended_at, tenant_id, conversation_id) < ($6, $7, $8))
     ORDER BY ended_at DESC, tenant_id DESC, conversation_id DESC
-    LIMIT $8
+    LIMIT $9
 ) p
 ORDER BY p.ended_at DESC, p.tenant_id DESC, p.conversation_id DESC;
 
@@ -187,7 +196,7 @@ ORDER BY p.ended_at DESC, p.tenant_id DESC, p.conversation_id DESC;
 SELECT id, source_key, error, octet_length(raw) AS bytes, first_seen_at, last_seen_at, attempts,
        resolved_at
 FROM archive_dead_letters
-WHERE $1::boolean OR resolved_at IS NULL
+WHERE ($1::boolean OR resolved_at IS NULL) AND ($3::bigint IS NULL OR id > $3)
 ORDER BY id
 LIMIT $2;
 

@@ -90,9 +90,13 @@ async def test_sweep_archives_and_reports(
     assert "archived 1 (4 messages)" in result.stdout
     assert await db.fetchval("SELECT count(*) FROM conversation_history") == 4
     status = archiver(env, "status", "--json")
+    assert status.returncode == 0, status.stderr
     report = orjson.loads(status.stdout)
-    assert report["health"]["mode"] == "sweep-only"
-    assert report["runs"][0]["kind"] == "sweep"
+    assert report["health_file"]["content"]["mode"] == "sweep-only"
+    assert report["health_file"]["check"]["ok"] is True
+    assert report["database"]["runs"][0]["kind"] == "sweep"
+    assert report["database"]["pending_migrations"] == []
+    assert report["consumers"] == {"ok": True, "error": None, "items": []}
     assert archiver(env, "check").returncode == 0
 
 
@@ -111,7 +115,7 @@ async def test_sweep_exits_non_zero_when_a_checkpoint_fails(
 def test_check_fails_without_a_health_file(env: dict[str, str]) -> None:
     result = archiver(env, "check")
     assert result.returncode == 1
-    assert "no health file" in result.stdout
+    assert result.stdout == "no health file\n"
 
 
 @pytest.fixture
@@ -152,6 +156,13 @@ async def test_run_archives_serves_health_and_metrics_and_stops_on_sigterm(
             return False
 
     await eventually(ready, timeout=20, what="/readyz 200")
+
+    async def heartbeat_seen() -> bool:
+        checked = await asyncio.to_thread(archiver, env, "health", "--json")
+        consumers = orjson.loads(checked.stdout)["consumers"] if checked.stdout else []
+        return checked.returncode == 0 and [c["pid"] for c in consumers] == [proc.pid]
+
+    await eventually(heartbeat_seen, timeout=20, what="archiver health seeing the consumer")
     fast = type(P)(ttl=15.5, archive_after=0.3)
     for i in range(20):
         await fast.write(redis, fast.key(f"live-{i}"), payload(f"live-{i}"))
@@ -189,21 +200,35 @@ async def test_history_conversations_and_dead_letters_commands(
     shown = archiver(env | {"COLUMNS": "100"}, "history", "read-1")
     assert shown.returncode == 0, shown.stderr
     assert "message 3" in shown.stdout
-    records = orjson.loads(archiver(env, "history", "read-1", "--json").stdout)
+    records = orjson.loads(archiver(env, "history", "read-1", "--json").stdout)["items"]
     assert [r["message_role"] for r in records] == ["user", "assistant", "user", "assistant"]
 
     first = orjson.loads(archiver(env, "conversations", "--limit", "2", "--json").stdout)
-    assert len(first["conversations"]) == 2
+    assert len(first["items"]) == 2
     rest = orjson.loads(
         archiver(env, "conversations", "--limit", "2", "--after", first["next"], "--json").stdout
     )
-    ids = {c["conversation_id"] for c in first["conversations"] + rest["conversations"]}
+    ids = {c["conversation_id"] for c in first["items"] + rest["items"]}
     assert ids == {"read-0", "read-1", "read-2"}
     assert rest["next"] is None
 
     letters = orjson.loads(archiver(env, "dead-letters", "--json").stdout)
-    assert [d["source_key"].split(":")[2] for d in letters] == ["broken"]
+    assert [d["source_key"].split(":")[2] for d in letters["items"]] == ["broken"]
     replay = archiver(env, "dead-letters", "replay")
     assert replay.returncode == 1
     assert "1 still failing" in replay.stdout
     assert archiver(env, "history", "nobody").returncode == 1
+    assert archiver(env, "history", "nobody", "--json").returncode == 1
+
+
+def test_a_sweep_that_cannot_write_its_health_file_still_succeeds(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    unwritable = str(tmp_path / "a-file" / "health.json")
+    result = archiver(env | {"ARCHIVER_HEALTH_FILE": unwritable}, "sweep")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("found 0, archived 0")
+    events = [orjson.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert "health.not_written" in [e["event"] for e in events]
+    assert "Traceback" not in result.stderr

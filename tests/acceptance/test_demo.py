@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from tests import servers
+from tests import servers, terminals
 
 SMALL = ["--conversations", "30", "--spread", "3s", "--checkpoints", "4"]
 FAST_CLOCK = ["--ttl", "12s", "--archive-after", "8s"]
@@ -25,6 +26,7 @@ VERDICT = re.compile(
     r" (\d+)/(\d+) malformed checkpoints in archive_dead_letters, Redis keys left: 0$",
     re.MULTILINE,
 )
+EXPORT = re.compile(r"^export (ARCHIVER_\w+)=(\S+)$", re.MULTILINE)
 STARTED = re.compile(r"^started (redis-server|postgres) \(pid (\d+)\) at (\S+)$", re.MULTILINE)
 
 
@@ -49,6 +51,15 @@ def demo(
         [sys.executable, "-m", "consumer", "demo", *args],
         cwd=cwd, env=clean | (env or {}), capture_output=True, text=True, timeout=100,
         check=False,
+    )  # fmt: skip
+
+
+def archiver(cwd: Path, exports: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Another command run with the `export` lines the demo printed, as a person pastes them."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "consumer", *args], cwd=cwd, env=clean | exports,
+        capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
 
@@ -95,6 +106,15 @@ async def test_demo_archives_everything_then_keeps_servers_until_clean(workdir: 
 
     kept = started(result.stdout)
     assert set(kept) == {"redis-server", "postgres"}
+    exports = dict(EXPORT.findall(result.stdout))
+    assert exports == {
+        "ARCHIVER_REDIS_URL": kept["redis-server"][1],
+        "ARCHIVER_DATABASE_URL": kept["postgres"][1],
+        "ARCHIVER_HEALTH_FILE": str((workdir / ".archiver" / "health.json").resolve()),
+    }
+    listed = archiver(workdir, exports, "conversations", "--json", "--limit", "500")
+    assert listed.returncode == 0, listed.stderr
+    assert len(orjson.loads(listed.stdout)["items"]) == 30
     assert (workdir / ".archiver" / "postgres" / "cluster" / "data" / "PG_VERSION").is_file()
     assert await sql_counts(kept["postgres"][1]) == (expected, malformed)
     assert await checkpoint_keys(kept["redis-server"][1]) == []
@@ -150,3 +170,21 @@ def test_a_day_long_ttl_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--ttl" in result.stderr
     assert not (tmp_path / ".archiver").exists()
+
+
+def test_the_live_view_fits_an_80_column_terminal(workdir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_") or "_TEST_" in k}
+    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    args = ["demo", "--conversations", "5", "--spread", "1s", "--checkpoints", "2"]
+    ran = terminals.on_terminal(
+        env | {"TERM": "xterm-256color"}, 80, *args, "--ttl", "6s", "--archive-after", "4s",
+        cwd=workdir, timeout=100,
+    )  # fmt: skip
+    assert ran.code == 0, ran.stdout + ran.stderr
+    screen = terminals.SGR.sub("", ran.stdout)  # styles, then cursor moves between frames
+    screen = terminals.CSI.sub("\n", screen).replace("\r", "\n")
+    assert "\x1b" not in screen
+    lines = screen.splitlines()
+    assert any(line.startswith("╭") and " archiver demo " in line for line in lines)
+    assert all(len(line) <= 80 for line in lines if line.startswith(("╭", "│", "╰")))
+    assert "nothing lost" in screen

@@ -73,7 +73,7 @@ async def test_policies_from_the_cli_to_a_retention_run(
     )
     assert first is True
     text = archiver(env, "retention", "apply")
-    assert text.returncode == 0 and "what went" in text.stdout
+    assert text.returncode == 0 and "partitions that went" in text.stdout
 
     listed = json_of(archiver(env, "partitions", "--json"))
     names = [p["name"] for p in listed["items"]]

@@ -23,7 +23,7 @@ def promtool() -> str:
     if not Path(found).is_file():
         pytest.fail(
             "promtool not found: install Debian's prometheus package"
-            " (apt-get install prometheus, or `make servers` as root)"
+            " (apt-get install prometheus, or `make test-servers` as root)"
         )
     return found
 

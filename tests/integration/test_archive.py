@@ -86,7 +86,7 @@ async def test_replays_and_overlapping_checkpoints_never_duplicate(
     assert len(keys) == len(set(keys)) == 4 + 2 + 1  # 4 first, 2 new, 1 summary
     summary = [r for r in archived if r["message_key"].startswith("summary:")]
     assert len(summary) == 1 and summary[0]["message_role"] == "system"
-    page = await db.fetch(queries.get("conversations_page"), *[None] * 7, 10)
+    page = await db.fetch(queries.get("conversations_page"), *[None] * 8, 10)
     assert [r["message_count"] for r in page] == [7]
 
 

@@ -38,7 +38,7 @@ def prometheus_binary() -> str:
     if not Path(found).is_file():
         pytest.fail(
             "prometheus not found: install Debian's prometheus package"
-            " (apt-get install prometheus, or `make servers` as root)"
+            " (apt-get install prometheus, or `make test-servers` as root)"
         )
     return found
 

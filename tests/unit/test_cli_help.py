@@ -20,23 +20,22 @@ COMMANDS = [
     "migrate",
     "status",
     "check",
+    "health",
     "history",
     "conversations",
     "dead-letters",
 ]
+TIMES = {"--since", "--until", "--tz"}
+PAGES = {"--limit", "--after"}
 EXTRA_OPTIONS = {
+    "sweep": {"--json"},
+    "migrate": {"--json"},
     "status": {"--json", "--limit"},
-    "history": {"--json", "--tenant"},
-    "conversations": {
-        "--json",
-        "--tenant",
-        "--customer",
-        "--user",
-        "--since",
-        "--limit",
-        "--after",
-    },
-    "dead-letters": {"--json", "--all", "--limit"},
+    "check": {"--json"},
+    "health": {"--json", "--min-consumers"},
+    "history": {"--json", "--tenant", *TIMES, *PAGES},
+    "conversations": {"--json", "--tenant", "--customer", "--user", *TIMES, *PAGES},
+    "dead-letters": {"--json", "--all", *PAGES},
 }
 
 
@@ -76,7 +75,7 @@ def invoke(args: list[str], env: dict[str, str] | None = None) -> Result:
 
 def expected_options(command: str) -> dict[str, str]:
     """Flag -> environment variable of every setting the command declares it uses."""
-    expected = {}
+    expected = {"--debug": "ARCHIVER_DEBUG"}
     for name, info in settings.Settings.model_fields.items():
         extra = info.json_schema_extra
         assert isinstance(extra, dict)
@@ -138,7 +137,9 @@ def test_every_setting_is_reachable_from_some_command() -> None:
     union: set[str] = set()
     for command in COMMANDS:
         union |= set(expected_options(command).values())
-    assert union == {f"ARCHIVER_{n.upper()}" for n in settings.Settings.model_fields}
+    assert union == {f"ARCHIVER_{n.upper()}" for n in settings.Settings.model_fields} | {
+        "ARCHIVER_DEBUG"
+    }
 
 
 def test_version() -> None:

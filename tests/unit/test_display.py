@@ -102,3 +102,23 @@ def test_the_report_shows_totals_verdict_and_the_sample() -> None:
     assert "nothing lost: 40/40" in text
     assert "conversation c-1 read back from PostgreSQL (tenant x)" in text
     assert "hello there" in text
+
+
+def test_the_live_panel_fits_80_columns_with_its_title_whole() -> None:
+    out = io.StringIO()
+    big = display.Figures(
+        elapsed=312.0, planned=100_000, written=99_999, shadowless=12_345, alive=54_321,
+        shadows=54_321, indexed=54_321, events={"set": 999_999, "expired": 99_999, "expire": 9_999},
+        archived=99_999, messages=999_999, dead_letters=2_000, errors=12, sweeps=30,
+        mode="degraded", p50=1.234, p99=12.345,
+    )  # fmt: skip
+    about = [("workload", "100000 conversations"),
+             ("clock", "TTL 10m, archive after 9m 59s, sweep every 10s")]  # fmt: skip
+    Console(file=out, width=80, force_terminal=True, color_system=None).print(
+        display.panel(big, "archiver demo", about)
+    )
+    lines = out.getvalue().splitlines()
+    assert "archiver demo" in lines[0]
+    assert all(len(line) <= 80 for line in lines)
+    assert "…" not in out.getvalue()
+    assert "TTL 10m, archive after 9m 59s, sweep every 10s" in out.getvalue()

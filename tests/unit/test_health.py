@@ -97,7 +97,7 @@ def test_snapshot_carries_status_problems_and_iso_times() -> None:
     snap = state.snapshot()
     assert snap["status"] == "unhealthy"
     assert snap["problems"] == state.problems()
-    assert snap["started_at"] == "1970-01-02T00:00:00+00:00"
+    assert snap["started_at"] == "1970-01-02T00:00:00Z"
     assert snap["last_sweep_at"] is None
     assert snap["checkpoints_archived"] == 7
     assert snap["sweep_interval_s"] == INTERVAL

@@ -12,11 +12,12 @@ __all__ = ["isolated", "no_servers"]  # fixtures, used by name
 # (words to invoke, the settings group their flags come from, options besides the settings)
 COMMANDS = [
     (["retention", "set"], "retention", {"--default", "--tenant", "--keep", "--then", "--json"}),
-    (["retention", "unset"], "retention", {"--default", "--tenant"}),
+    (["retention", "unset"], "retention", {"--default", "--tenant", "--json"}),
     (["retention", "show"], "retention", {"--json"}),
     (["retention", "apply"], "retention", {"--dry-run", "--json"}),
     (["jobs"], "jobs", {"--json"}),
     (["partitions"], "partitions", {"--json"}),
+    (["jobs", "run"], "jobs", {"--json"}),
 ]
 
 

@@ -73,3 +73,15 @@ def test_clean_removes_the_folder_and_its_temporary_cluster(tmp_path: Path) -> N
     assert not folder.exists()
     assert not cluster.exists()
     assert sandbox.clean(folder) == []  # nothing left: a no-op
+
+
+def test_stop_removes_a_temporary_cluster_once_its_servers_are_down(tmp_path: Path) -> None:
+    folder = tmp_path / ".archiver"
+    sandbox.prepare(folder)
+    cluster = tmp_path / "archiver-pg-x"
+    cluster.mkdir()
+    record(folder, pid=2**22 + 1, marker="gone", temporary=[cluster])
+    assert sandbox.stop(folder) == []
+    assert not cluster.exists()
+    assert folder.exists()
+    assert sandbox.left_running(folder) == []

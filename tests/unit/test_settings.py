@@ -50,7 +50,7 @@ def test_parse_duration_rejects_malformed_strings(text: str) -> None:
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [
-        (86400.0, "1d"),
+        (86400.0, "24h"),
         (172800.0, "2d"),
         (82800.0, "23h"),
         (3600.0, "1h"),
