@@ -44,6 +44,8 @@ class Scenario:
     flood: int = 0
     settle_s: float = 45.0
     rss_limit_kb: int = 0
+    env: tuple[tuple[str, str], ...] = ()  # more ARCHIVER_* settings for every process
+    writer: bool = False  # processes log in as the least-privilege archiver_writer role
 
 
 @dataclass(slots=True)
@@ -64,6 +66,7 @@ class Run:
     layout: keys.Layout
     producer: producer.Producer
     writer: Writer | None = None
+    ignored_tenants: tuple[str, ...] = ()  # rows the scenario put there itself, not the workload
     facts: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
 
@@ -127,9 +130,12 @@ async def _run(
     )
     client = aioredis.Redis.from_url(redis.url, socket_timeout=3, socket_connect_timeout=3)
     w = scenario.windows
+    url = _process_url(cluster, database_url) if scenario.writer else database_url
     fleet = Fleet(
         workdir / "procs",
-        lambda name: archiver_env(w, redis.url, database_url, workdir / f"{name}.health.json"),
+        lambda name: (
+            archiver_env(w, redis.url, url, workdir / f"{name}.health.json") | dict(scenario.env)
+        ),
     )
     prod = producer.Producer(ttl=w.ttl, archive_after=w.archive_after)
     run = Run(
@@ -145,6 +151,11 @@ async def _run(
         _heal(run)
         await client.aclose()
         redis.stop()
+
+
+def _process_url(cluster: Cluster, database_url: str) -> str:
+    """The scenario's database as the archiver's least-privilege login role."""
+    return cluster.pg.dsn(database_url.rsplit("/", 1)[1], user=servers.PG_WRITER)
 
 
 def _heal(run: Run) -> None:
@@ -226,7 +237,7 @@ def _keep_evidence(run: Run, observer: Observer) -> None:
 
 
 async def _judge(run: Run, observer: Observer, result: Result) -> None:
-    state = await checker.gather(run.database_url, run.client, run.ledger)
+    state = await checker.gather(run.database_url, run.client, run.ledger, run.ignored_tenants)
     result.verdict = checker.check(run.ledger, state)
     result.expired_unarchived = len(observer.expired)
     _keep_evidence(run, observer)

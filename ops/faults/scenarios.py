@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from ops.faults import hooks
+from ops.faults import hooks, retention
 from ops.faults.config import Windows
 from ops.faults.procs import Proc
 from ops.faults.runner import Run, Scenario, redis_command
@@ -342,6 +342,21 @@ def timestamp_drift(quick: bool) -> Scenario:
     )  # fmt: skip
 
 
+# --- retention -----------------------------------------------------------------------------------
+
+
+def retention_kills(quick: bool) -> Scenario:
+    """Retention runs SIGKILLed mid-way (see ops/faults/retention.py) while the archiver, as
+    the least-privilege writer role, archives the workload."""
+    return Scenario(
+        "retention", "SIGKILL retention runs mid-way while archiving; the next run completes",
+        windows(quick), mix(quick, duration=10.0 if quick else 30.0),
+        retention.inject_retention, settle_s=60.0, writer=True,
+        env=(("ARCHIVER_RETENTION_BATCH", str(retention.size(quick).batch)),
+             ("ARCHIVER_JOB_LEASE", "3s")),
+    )  # fmt: skip
+
+
 SCENARIOS: dict[str, Callable[[bool], Scenario]] = {
     "kill9": kill9,
     "pg_outage": pg_outage,
@@ -355,4 +370,5 @@ SCENARIOS: dict[str, Callable[[bool], Scenario]] = {
     "flood": flood,
     "no_notifications": no_notifications,
     "timestamp_drift": timestamp_drift,
+    "retention": retention_kills,
 }
