@@ -23,8 +23,12 @@ $(STAMP): pyproject.toml $(LOCK)
 	touch $(STAMP)
 
 # Refresh the locks after editing pyproject.toml's dependencies; pins already in a lock are
-# kept unless UPGRADE=--upgrade (or --upgrade-package NAME) is given.
-lock: install
+# kept unless UPGRADE=--upgrade (or --upgrade-package NAME) is given. It runs pip-compile from
+# the venv as it stands (the new dependency is not installed yet: `make install` would fail
+# its `pip check`), making one from the current lock if there is none.
+lock:
+	test -x $(BIN)/pip-compile || { $(PY) -m venv $(VENV) && \
+		$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK); }
 	$(COMPILE) $(UPGRADE) --extra dev -o requirements-dev.lock pyproject.toml
 	$(COMPILE) $(UPGRADE) -o requirements.lock pyproject.toml
 

@@ -21,6 +21,32 @@ Mode = Literal["starting", "events", "degraded", "sweep-only"]
 log = structlog.get_logger("consumer.health")
 
 
+@dataclass(frozen=True, slots=True)
+class JobHealth:
+    """A periodic job as the shared job_runs table shows it (whichever replica ran it)."""
+
+    status: str | None  # of its latest finished run: ok | failed | interrupted (None: never)
+    finished_at: float | None = None
+    error: str | None = None
+    running: bool = False
+    next_run_at: float | None = None
+    last_success_at: float | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("failed", "interrupted")
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "finished_at": _iso(self.finished_at),
+            "error": self.error,
+            "running": self.running,
+            "next_run_at": _iso(self.next_run_at),
+            "last_success_at": _iso(self.last_success_at),
+        }
+
+
 @dataclass(slots=True)
 class State:
     """What the running process knows about itself; read by /healthz, /readyz and the file."""
@@ -38,6 +64,11 @@ class State:
     dead_letters: int = 0
     errors: int = 0
     recent_errors: int = 0
+    jobs: dict[str, JobHealth] = field(default_factory=dict)
+
+    def failed_jobs(self) -> list[str]:
+        """Jobs whose latest run failed: they run again at their next schedule."""
+        return sorted(name for name, job in self.jobs.items() if job.failed)
 
     def sweep_stale(self, now: float | None = None) -> bool:
         """No successful sweep for 1.5 x the interval (counted from start before the first)."""
@@ -66,7 +97,7 @@ class State:
     def status(self) -> Status:
         if self.problems():
             return "unhealthy"
-        if self.mode in ("degraded", "starting") or self.recent_errors:
+        if self.mode in ("degraded", "starting") or self.recent_errors or self.failed_jobs():
             return "degraded"
         return "healthy"
 
@@ -86,6 +117,8 @@ class State:
             "dead_letters": self.dead_letters,
             "errors": self.errors,
             "sweep_interval_s": self.sweep_interval,
+            "failed_jobs": self.failed_jobs(),
+            "jobs": {name: job.snapshot() for name, job in sorted(self.jobs.items())},
         }
 
 

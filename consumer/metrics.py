@@ -56,6 +56,36 @@ HOLD_EXHAUSTED = Counter(
     "Due checkpoints whose hold reached ARCHIVER_MAX_HOLD: they expire unarchived.",
 )
 
+# Periodic jobs (consumer/jobs.py). The label is `job_name`, not `job`: Prometheus gives every
+# scraped series the target label `job` (our alerts select job="archiver"), and a metric label
+# of that name would be renamed `exported_job` on scrape, or, with honor_labels, replace it.
+JOB_RUNS = Counter(
+    "archiver_job_runs",
+    "Periodic job runs finished by this process, by status.",
+    ["job_name", "status"],
+)
+JOB_DURATION = Histogram(
+    "archiver_job_duration_seconds",
+    "Duration of the periodic job runs this process finished.",
+    ["job_name"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400),
+)
+JOB_LAST_SUCCESS = Gauge(
+    "archiver_job_last_success_timestamp_seconds",
+    "When the job's last successful run ended (any replica, from job_runs).",
+    ["job_name"],
+)
+JOB_FAILING = Gauge(
+    "archiver_job_failing",
+    "1 while the job's latest finished run (any replica) failed or was interrupted.",
+    ["job_name"],
+)
+JOB_NEXT_RUN = Gauge(
+    "archiver_job_next_run_timestamp_seconds",
+    "When the job is due next; a time in the past means it is overdue.",
+    ["job_name"],
+)
+
 # Create the known label values up front so that the first increment shows in rate()/increase().
 for _stage in ("claim", "database", "batch", "deadlines", "sweep"):
     ERRORS.labels(stage=_stage)

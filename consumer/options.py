@@ -70,6 +70,8 @@ class SettingType(click.ParamType[Any, Any]):
 
 def shown_default(info: FieldInfo) -> str:
     default = info.default
+    if default is None:
+        return "unset"
     if isinstance(default, bool):
         return "true" if default else "false"
     return settings.format_duration(default) if _is_duration(info) else str(default)

@@ -31,10 +31,12 @@ from consumer import (
     health,
     heartbeat,
     hints,
+    jobs,
     keys,
     listener,
     metrics,
     notifications,
+    periodic,
     store,
     sweeper,
     web,
@@ -56,6 +58,7 @@ class Parts:
     store: store.Store
     archiver: archive.Archiver
     sweeper: sweeper.Sweeper
+    jobs_pool: asyncpg.Pool
 
 
 @contextlib.asynccontextmanager
@@ -66,6 +69,9 @@ async def connected(settings: Settings) -> AsyncIterator[Parts]:
     pool = await store.connect(
         settings.database_url, command_timeout=settings.db_timeout, max_size=settings.workers + 2
     )
+    jobs_pool = await store.connect(
+        settings.database_url, command_timeout=settings.job_timeout, max_size=3
+    )
     client = connection.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout,
@@ -74,12 +80,13 @@ async def connected(settings: Settings) -> AsyncIterator[Parts]:
         encoding_errors=checkpoints.ENCODING_ERRORS,
     )
     try:
-        parts = _assemble(settings, client, pool)
+        parts = _assemble(settings, client, pool, jobs_pool)
         await _check_schema(parts.store)
         yield parts
     finally:
         await client.aclose()
         await _close_pool(pool, settings.db_timeout)
+        await _close_pool(jobs_pool, settings.db_timeout)
 
 
 async def _close_pool(pool: asyncpg.Pool, patience: float) -> None:
@@ -111,7 +118,9 @@ def codec_options(settings: Settings) -> codecs.CodecOptions:
     )
 
 
-def _assemble(settings: Settings, client: aioredis.Redis, pool: asyncpg.Pool) -> Parts:
+def _assemble(
+    settings: Settings, client: aioredis.Redis, pool: asyncpg.Pool, jobs_pool: asyncpg.Pool
+) -> Parts:
     layout = keys.layout_from(settings.key_pattern, settings.shadow_prefix)
     timing = checkpoints.Timing(
         buffer_ms=int(settings.buffer * 1000),
@@ -132,8 +141,9 @@ def _assemble(settings: Settings, client: aioredis.Redis, pool: asyncpg.Pool) ->
         archive.Policy.of(settings),
     )
     return Parts(
-        settings, client, pool, the_store, archiver, sweeper.Sweeper(archiver, the_store, settings)
-    )
+        settings, client, pool, the_store, archiver,
+        sweeper.Sweeper(archiver, the_store, settings), jobs_pool,
+    )  # fmt: skip
 
 
 async def sweep_once(settings: Settings) -> sweeper.SweepReport:
@@ -152,7 +162,8 @@ async def sweep_once(settings: Settings) -> sweeper.SweepReport:
 
 
 class Consumer:
-    """`archiver run`: listener, deadline poller, batch workers, sweeper, health, HTTP."""
+    """`archiver run`: listener, deadline poller, batch workers, sweeper, health, HTTP, and
+    a loop per periodic job (consumer/periodic.py) unless ARCHIVER_RUN_JOBS is off."""
 
     def __init__(self, parts: Parts) -> None:
         s = parts.settings
@@ -178,6 +189,10 @@ class Consumer:
         self.sweeper = sweeper.Sweeper(parts.archiver, parts.store, s, index_polled=True)
         self.heartbeat = heartbeat.Heartbeat(parts.redis, layout, HEALTH_EVERY_S)
         self._last_report = (time.time(), 0, 0, 0, 0)
+        self.schema_ready = asyncio.Event()
+        self.scheduler = jobs.Scheduler(
+            jobs.Runner(parts.jobs_pool, s), periodic.registered(s), self.state, self.schema_ready
+        )
 
     def tasks(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
         named: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
@@ -190,6 +205,8 @@ class Consumer:
         }
         for i in range(max(1, self.settings.workers)):
             named[f"worker-{i}"] = self.batcher.work
+        if self.settings.run_jobs:
+            named |= self.scheduler.tasks()
         return named
 
     async def run(self) -> None:
@@ -228,6 +245,7 @@ class Consumer:
         async for attempt in retrying:
             with attempt:
                 await self.parts.store.ensure_schema()
+        self.schema_ready.set()
         await self._warm()
         await asyncio.get_running_loop().create_future()  # verified: idle until cancelled
 

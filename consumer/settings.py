@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,16 +37,19 @@ def format_duration(seconds: float) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+OFF = frozenset({"off", "never", "none", ""})
 
 RUN = ("run",)
 SWEEP = ("run", "sweep")
 BROWSE = ("history", "conversations", "dead-letters")
-DB = ("run", "sweep", "migrate", "status", "health", *BROWSE)
+LIFECYCLE = ("retention", "jobs", "partitions")
+DB = ("run", "sweep", "migrate", "status", "health", *BROWSE, *LIFECYCLE)
 DECODE = ("run", "sweep", "dead-letters")
 KEYS = (*DECODE, "status", "health")
 REDIS = ("run", "sweep", "status", "health")
 ALL = ("run", "sweep", "migrate", "status", "check", *BROWSE)
-LOGS = (*ALL, "health")
+LOGS = (*ALL, "health", *LIFECYCLE)
+JOBS = ("run", "retention", "jobs")
 
 
 def _opt(default: Any, help: str, commands: tuple[str, ...] = SWEEP, **limits: Any) -> Any:
@@ -133,6 +137,49 @@ class Settings(BaseSettings):
         LOGS,
         ge=4096,
     )
+    # --- periodic jobs, retention and partitions (consumer/jobs.py, retention.py, partitions.py)
+    run_jobs: bool = _opt(True, "Host the periodic jobs (partitions, retention) in `run`.", RUN)
+    job_lease: Duration = _opt(
+        60.0, "Lease of a running job across replicas; renewed every third of it.", JOBS, ge=3
+    )
+    job_timeout: Duration = _opt(
+        600.0, "Timeout of one statement of a job (a batch, a month's census).", JOBS, gt=0
+    )
+    partitions_schedule: str = _opt(
+        "5 * * * *", "When partition maintenance runs (cron, UTC; `off`: never).", JOBS
+    )
+    partitions_ahead: int = _opt(
+        2, "Monthly partitions kept created ahead of the current month.", JOBS, ge=1, le=24
+    )
+    retention_schedule: str = _opt(
+        "0 2 * * *", "When retention runs (cron, UTC; `off`: never).", JOBS
+    )
+    retention_batch: int = _opt(
+        5000, "Rows per retention delete batch (one short transaction each).", JOBS, ge=1
+    )
+    retention_duty: int = _opt(
+        50, "Percent of the time retention's batches may keep the database busy.", JOBS, ge=1,
+        le=100,
+    )  # fmt: skip
+    owner_database_url: str | None = _opt(
+        None,
+        "PostgreSQL as the schema owner, used only for DETACH PARTITION CONCURRENTLY (unset: a"
+        " plain DETACH under ARCHIVER_DETACH_LOCK_TIMEOUT, retried).",
+        JOBS,
+    )
+    detach_lock_timeout: Duration = _opt(
+        0.2, "Longest wait for a plain DETACH's lock (archiving queues behind it).", JOBS, gt=0
+    )
+    detach_attempts: int = _opt(
+        5, "Plain DETACH attempts before a month is deleted in batches instead.", JOBS, ge=1
+    )
+
+    @field_validator("partitions_schedule", "retention_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if value.strip().lower() in OFF or croniter.is_valid(value):
+            return value.strip()
+        raise ValueError(f"not a cron expression: {value!r} (e.g. '0 2 * * *', or 'off')")
 
     @field_validator("timezone")
     @classmethod

@@ -249,6 +249,8 @@ def _file_fields(part: dict[str, Any]) -> list[tuple[str, Text]]:
         found.append(
             ("problems", terminal.visible("; ".join(content.get("problems") or []) or "none"))
         )
+    if content.get("failed_jobs"):
+        found.append(("failed jobs", terminal.visible(", ".join(content["failed_jobs"]))))
     return found
 
 

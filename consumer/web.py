@@ -25,10 +25,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready once both servers answer and the start-up checks ran; reports the mode."""
+    """Ready once both servers answer and the start-up checks ran; reports the mode and the
+    periodic jobs (a failed job is reported, it does not make the process unready)."""
     state = request.app[STATE]
     ready = state.redis_ok and state.database_ok and state.mode != "starting"
-    body = {"ready": ready, "mode": state.mode, "degraded": state.mode == "degraded"}
+    body = {
+        "ready": ready,
+        "mode": state.mode,
+        "degraded": state.mode == "degraded",
+        "failed_jobs": state.failed_jobs(),
+        "jobs": {name: job.snapshot() for name, job in sorted(state.jobs.items())},
+    }
     return web.json_response(body, status=200 if ready else 503)
 
 

@@ -58,12 +58,35 @@ FROM upsert u JOIN before b USING (tenant_id, conversation_id);
 -- timestamp is deduplicated by the unique identity index (ON CONFLICT). One identified by an
 -- id (whose timestamp may be re-serialised differently by a later checkpoint), or whose
 -- timestamp came from its checkpoint, is checked by identity alone, under the row lock.
-WITH fresh AS (
-    SELECT s.* FROM archiver_staging s WHERE s.keyed_by_time
+-- A message already older than its tenant's `delete` retention policy is not archived again
+-- (a checkpoint carries a conversation's whole history, so retention would otherwise see its
+-- old messages come back with every checkpoint); its conversation is marked for retention to
+-- settle (its started_at may name a message that is not kept).
+WITH cutoffs AS MATERIALIZED (
+    -- per tenant of the batch: messages before floor_us (epoch microseconds) are not archived
+    SELECT t.tenant_id,
+           coalesce(CASE WHEN coalesce(tp.then_action, dp.then_action) = 'delete' THEN
+                        (extract(epoch FROM now() - coalesce(tp.keep, dp.keep)) * 1000000)::bigint
+                    END, -9223372036854775808) AS floor_us
+    FROM (SELECT DISTINCT tenant_id FROM archiver_staging) t
+    LEFT JOIN retention_policies tp ON tp.scope = 'tenant' AND tp.tenant_id = t.tenant_id
+    LEFT JOIN retention_policies dp ON dp.scope = 'default' AND dp.tenant_id = ''
+                                   AND tp.scope IS NULL
+), expired AS (
+    INSERT INTO retention_touched (tenant_id, conversation_id, month)
+    SELECT DISTINCT s.tenant_id, s.conversation_id,
+           date_trunc('month', ('epoch'::timestamptz + s.timestamp_us * interval '1 microsecond')
+                               AT TIME ZONE 'UTC')::date
+    FROM archiver_staging s JOIN cutoffs c USING (tenant_id)
+    WHERE s.timestamp_us < c.floor_us
+    ON CONFLICT DO NOTHING
+), fresh AS (
+    SELECT s.* FROM archiver_staging s JOIN cutoffs c USING (tenant_id)
+    WHERE s.keyed_by_time AND s.timestamp_us >= c.floor_us
     UNION ALL
     (SELECT DISTINCT ON (s.tenant_id, s.conversation_id, s.message_key) s.*
-     FROM archiver_staging s
-     WHERE NOT s.keyed_by_time AND NOT EXISTS (
+     FROM archiver_staging s JOIN cutoffs c USING (tenant_id)
+     WHERE NOT s.keyed_by_time AND s.timestamp_us >= c.floor_us AND NOT EXISTS (
          SELECT 1 FROM conversation_history h
          WHERE h.tenant_id = s.tenant_id
            AND h.conversation_id = s.conversation_id
@@ -189,3 +212,194 @@ UPDATE archive_dead_letters SET resolved_at = now() WHERE id = ANY($1::bigint[])
 UPDATE archive_dead_letters
 SET attempts = attempts + 1, last_seen_at = now(), error = $2
 WHERE id = $1;
+
+-- ------------------------------------------------------------------------------------------
+-- Periodic jobs (consumer/jobs.py): leases and runs. Times come from PostgreSQL's clock.
+
+-- name: job_now
+SELECT clock_timestamp() AS now;
+
+-- name: job_ensure
+INSERT INTO job_leases (job) VALUES ($1) ON CONFLICT (job) DO NOTHING;
+
+-- name: job_lock
+-- The job's row, locked for the claim's transaction, with PostgreSQL's time.
+SELECT job, holder, expires_at, run_id, last_slot, clock_timestamp() AS now,
+       (expires_at IS NOT NULL AND expires_at > clock_timestamp()) AS held
+FROM job_leases WHERE job = $1 FOR UPDATE;
+
+-- name: job_interrupted
+-- A run whose holder stopped renewing its lease (killed, crashed, or cut off) without finishing.
+UPDATE job_runs
+SET status = 'interrupted', finished_at = clock_timestamp(),
+    error = coalesce(error, 'interrupted: its holder stopped renewing the lease (killed, crashed or cut off)')
+WHERE id = $1 AND status = 'running';
+
+-- name: job_run_start
+INSERT INTO job_runs (job, trigger, holder, slot, started_at, status)
+VALUES ($1, $2, $3, $4, clock_timestamp(), 'running')
+RETURNING id, started_at;
+
+-- name: job_take
+UPDATE job_leases
+SET holder = $2, expires_at = clock_timestamp() + $3::interval, run_id = $4,
+    last_slot = coalesce($5, last_slot)
+WHERE job = $1;
+
+-- name: job_renew
+-- Extend the lease if we still hold it; also saves the run's counts so far. No row: lost.
+WITH lease AS (
+    UPDATE job_leases SET expires_at = clock_timestamp() + $3::interval
+    WHERE job = $1 AND holder = $2
+    RETURNING run_id
+)
+UPDATE job_runs r SET counts = $4::jsonb
+FROM lease WHERE r.id = lease.run_id
+RETURNING r.id;
+
+-- name: job_run_finish
+UPDATE job_runs
+SET status = $2, finished_at = clock_timestamp(), counts = $3::jsonb, error = $4
+WHERE id = $1
+RETURNING finished_at, extract(epoch FROM finished_at - started_at)::float8 AS seconds;
+
+-- name: job_release
+UPDATE job_leases SET holder = NULL, expires_at = NULL, run_id = NULL
+WHERE job = $1 AND holder = $2;
+
+-- name: job_states
+-- Each named job's lease and its last runs: the latest, the latest finished, the latest ok.
+SELECT n.job, clock_timestamp() AS now, l.holder, l.expires_at, l.last_slot,
+       (l.expires_at IS NOT NULL AND l.expires_at > clock_timestamp()) AS held,
+       l.run_id AS running_id,
+       last.id AS last_id, last.trigger AS last_trigger, last.started_at AS last_started_at,
+       last.finished_at AS last_finished_at, last.status AS last_status,
+       last.counts AS last_counts, last.error AS last_error,
+       done.status AS finished_status, done.finished_at AS finished_at, done.error AS finished_error,
+       ok.finished_at AS last_success_at
+FROM unnest($1::text[]) AS n(job)
+LEFT JOIN job_leases l ON l.job = n.job
+LEFT JOIN LATERAL (
+    SELECT * FROM job_runs r WHERE r.job = n.job ORDER BY r.started_at DESC, r.id DESC LIMIT 1
+) last ON true
+LEFT JOIN LATERAL (
+    SELECT * FROM job_runs r WHERE r.job = n.job AND r.status <> 'running'
+    ORDER BY r.started_at DESC, r.id DESC LIMIT 1
+) done ON true
+LEFT JOIN LATERAL (
+    SELECT * FROM job_runs r WHERE r.job = n.job AND r.status = 'ok'
+    ORDER BY r.started_at DESC, r.id DESC LIMIT 1
+) ok ON true
+ORDER BY n.job;
+
+-- ------------------------------------------------------------------------------------------
+-- Partitions (consumer/partitions.py).
+
+-- name: partitions_list
+-- Monthly tables of conversation_history: attached, detach pending (an interrupted
+-- DETACH ... CONCURRENTLY) or detached and not yet dropped (an interrupted retention run).
+-- Bounds come from the partition bound itself; a detached table's from its name.
+SELECT c.relname::text AS name,
+       CASE WHEN i.inhrelid IS NULL THEN 'detached'
+            WHEN i.inhdetachpending THEN 'detach pending'
+            ELSE 'attached' END AS state,
+       coalesce(b.m[1]::timestamptz,
+                to_timestamp(right(c.relname, 7), 'YYYY_MM')::timestamp AT TIME ZONE 'UTC') AS lower,
+       coalesce(b.m[2]::timestamptz,
+                (to_timestamp(right(c.relname, 7), 'YYYY_MM')::timestamp + interval '1 month')
+                    AT TIME ZONE 'UTC') AS upper,
+       pg_total_relation_size(c.oid) AS bytes,
+       greatest(c.reltuples, 0)::bigint AS estimated_rows
+FROM pg_class c
+JOIN pg_namespace ns ON ns.oid = c.relnamespace AND ns.nspname = current_schema()
+LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = 'conversation_history'::regclass
+LEFT JOIN LATERAL (
+    SELECT regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                        'FROM \(''([^'']+)''\) TO \(''([^'']+)''\)') AS m
+) b ON true
+WHERE c.relkind = 'r' AND c.relname ~ '^conversation_history_[0-9]{4}_[0-9]{2}$'
+ORDER BY lower, name;
+
+-- name: partition_drop
+SELECT archiver_drop_partition($1, $2::text[], $3);
+
+-- name: partition_detach_concurrently
+-- The statement to run as the owner, outside any transaction block (it cannot run in one).
+SELECT format('ALTER TABLE conversation_history DETACH PARTITION %I CONCURRENTLY', $1::text);
+
+-- ------------------------------------------------------------------------------------------
+-- Retention (consumer/policies.py, consumer/retention.py).
+
+-- name: policies_list
+SELECT scope, tenant_id, keep, then_action, updated_at
+FROM retention_policies ORDER BY scope, tenant_id;
+
+-- name: policy_set
+INSERT INTO retention_policies AS p (scope, tenant_id, keep, then_action)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (scope, tenant_id) DO UPDATE
+    SET keep = excluded.keep, then_action = excluded.then_action, updated_at = now()
+RETURNING scope, tenant_id, keep, then_action, updated_at;
+
+-- name: policy_unset
+DELETE FROM retention_policies WHERE scope = $1 AND tenant_id = $2
+RETURNING scope, tenant_id, keep, then_action, updated_at;
+
+-- name: retention_tenants
+-- Every tenant with rows in [$1, $2), by a skip scan of (tenant_id, "timestamp").
+WITH RECURSIVE t AS (
+    (SELECT h.tenant_id FROM conversation_history h
+     WHERE h."timestamp" >= $1 AND h."timestamp" < $2 ORDER BY h.tenant_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT h.tenant_id FROM conversation_history h
+            WHERE h.tenant_id > t.tenant_id AND h."timestamp" >= $1 AND h."timestamp" < $2
+            ORDER BY h.tenant_id LIMIT 1)
+    FROM t WHERE t.tenant_id IS NOT NULL
+)
+SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL;
+
+-- name: retention_count
+-- A tenant's rows in [$2, $3): how many, in how many conversations.
+SELECT count(*) AS rows, count(DISTINCT conversation_id) AS conversations
+FROM conversation_history
+WHERE tenant_id = $1 AND "timestamp" >= $2 AND "timestamp" < $3;
+
+-- name: retention_census
+-- What a partition's drop removes: rows and conversations per tenant in [$1, $2).
+SELECT tenant_id, count(*) AS rows, count(DISTINCT conversation_id) AS conversations
+FROM conversation_history
+WHERE "timestamp" >= $1 AND "timestamp" < $2
+GROUP BY tenant_id ORDER BY tenant_id;
+
+-- name: retention_dropping
+INSERT INTO retention_dropped (month) VALUES ($1) ON CONFLICT DO NOTHING;
+
+-- name: retention_dropped_months
+SELECT month FROM retention_dropped ORDER BY month;
+
+-- name: retention_touch_dropped
+-- After a month's partition went: conversations that started in it need their row fixed
+-- (their first message is gone). Recorded, then the month is done.
+WITH touched AS (
+    INSERT INTO retention_touched (tenant_id, conversation_id, month)
+    SELECT tenant_id, conversation_id, $1::date FROM conversations
+    WHERE started_at >= $1::date::timestamp AT TIME ZONE 'UTC'
+      AND started_at < ($1::date + interval '1 month')::timestamp AT TIME ZONE 'UTC'
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), done AS (
+    DELETE FROM retention_dropped WHERE month = $1
+)
+SELECT count(*) FROM touched;
+
+-- name: retention_delete_batch
+-- One batch of a tenant's expired rows in [$2, $3), about $4 (see the function in 0004).
+SELECT deleted AS rows, next_since AS next, touched AS conversations, exhausted
+FROM archiver_retention_delete($1, $2, $3, $4);
+
+-- name: retention_touched_batch
+SELECT DISTINCT tenant_id, conversation_id FROM retention_touched
+ORDER BY tenant_id, conversation_id LIMIT $1;
+
+-- name: retention_settle_conversations
+SELECT updated, removed FROM archiver_retention_settle($1::text[], $2::text[]);

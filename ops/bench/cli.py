@@ -22,7 +22,7 @@ from rich.console import Console
 
 import consumer
 
-from . import config, latency, memory, naive, procs, report, stack, sweep, throughput
+from . import config, latency, memory, naive, procs, report, retention, stack, sweep, throughput
 from .common import Context, Result, pg_connection, redis_client
 from .workload import Generator
 
@@ -34,6 +34,7 @@ RUNNERS: dict[str, Runner] = {
     "sweep": sweep.run,
     "latency": latency.run,
     "memory": memory.run,
+    "retention": retention.run,
 }
 BUDGET_S = 900
 console = Console(stderr=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("throughput", "naive", "latency", "sweep", "memory")
+SCENARIOS = ("throughput", "naive", "latency", "sweep", "memory", "retention")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,9 @@ class Config:
     memory_n: int = 200_000
     memory_spread_s: float = 3.0
     memory_buffer_s: float = 180.0
+    retention_rows: int = 10_000_000
+    retention_rate: int = 1_000
+    retention_baseline_s: float = 30.0
     pg_fsync: bool = True
     profile: Path | None = None
     workdir: Path | None = None
@@ -46,6 +49,9 @@ QUICK = {
     "sweep_keys": 20_000,
     "memory_n": 5_000,
     "memory_buffer_s": 30.0,
+    "retention_rows": 200_000,
+    "retention_rate": 200,
+    "retention_baseline_s": 5.0,
 }
 
 _HELP = {
@@ -63,6 +69,9 @@ _HELP = {
     "memory_n": "memory: shadows expiring in a burst",
     "memory_spread_s": "memory: the burst's length in seconds",
     "memory_buffer_s": "memory: time from shadow expiry to checkpoint expiry (the buffer)",
+    "retention_rows": "retention: rows of history over 12 months and 5 tenants",
+    "retention_rate": "retention: checkpoints coming due per second meanwhile",
+    "retention_baseline_s": "retention: seconds of archiving measured before any delete",
 }
 
 

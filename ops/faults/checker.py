@@ -26,6 +26,7 @@ from ops.faults.ledger import Identity, Ledger, Version, digest
 
 ROWS_SQL = (
     "SELECT tenant_id, conversation_id, message_key, message_content FROM conversation_history"
+    " WHERE NOT (tenant_id = ANY($1::text[]))"
 )
 DEAD_SQL = "SELECT source_key, raw, digest, size, truncated FROM archive_dead_letters"
 EXAMPLES = 5
@@ -74,11 +75,14 @@ class FinalState:
     present: Mapping[str, bytes | None]
 
 
-async def gather(database_url: str, client: aioredis.Redis, ledger: Ledger) -> FinalState:
+async def gather(
+    database_url: str, client: aioredis.Redis, ledger: Ledger, ignored: Iterable[str] = ()
+) -> FinalState:
+    """The final state; rows of `ignored` tenants (put there by the scenario) are left out."""
     conn = await asyncpg.connect(database_url, timeout=30)
     try:
         rows: dict[Identity, list[str]] = {}
-        for r in await conn.fetch(ROWS_SQL, timeout=300):
+        for r in await conn.fetch(ROWS_SQL, list(ignored), timeout=300):
             identity = (r["tenant_id"], r["conversation_id"], r["message_key"])
             rows.setdefault(identity, []).append(r["message_content"])
         dead = frozenset(_dead_letter(r, ledger) for r in await conn.fetch(DEAD_SQL))

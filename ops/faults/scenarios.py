@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from ops.faults import hooks, surroundings
+from ops.faults import hooks, retention, surroundings
 from ops.faults.procs import Proc
 from ops.faults.runner import Run, Scenario, redis_command
 from ops.faults.shapes import HANG_S, MB, due_soon, mix, windows
@@ -313,6 +313,21 @@ def timestamp_drift(quick: bool) -> Scenario:
     )  # fmt: skip
 
 
+# --- retention -----------------------------------------------------------------------------------
+
+
+def retention_kills(quick: bool) -> Scenario:
+    """Retention runs SIGKILLed mid-way (see ops/faults/retention.py) while the archiver, as
+    the least-privilege writer role, archives the workload."""
+    return Scenario(
+        "retention", "SIGKILL retention runs mid-way while archiving; the next run completes",
+        windows(quick), mix(quick, duration=10.0 if quick else 30.0),
+        retention.inject_retention, settle_s=60.0,
+        env=lambda name: {"ARCHIVER_RETENTION_BATCH": str(retention.size(quick).batch),
+                          "ARCHIVER_JOB_LEASE": "3s"},
+    )  # fmt: skip
+
+
 SCENARIOS: dict[str, Callable[[bool], Scenario]] = {
     "kill9": kill9,
     "pg_outage": pg_outage,
@@ -326,5 +341,6 @@ SCENARIOS: dict[str, Callable[[bool], Scenario]] = {
     "flood": flood,
     "no_notifications": no_notifications,
     "timestamp_drift": timestamp_drift,
+    "retention": retention_kills,
     **surroundings.SCENARIOS,
 }

@@ -17,6 +17,7 @@ TINY = [
     "--quick", "--throughput-n", "300", "--naive-n", "50", "--latency-rate", "50",
     "--latency-seconds", "3", "--latency-lead-s", "1", "--background", "2000",
     "--sweep-keys", "2000", "--memory-n", "300", "--memory-buffer-s", "30",
+    "--retention-rows", "6000", "--retention-rate", "50", "--retention-baseline-s", "1",
 ]  # fmt: skip
 NUMBERS = {
     "throughput": ("ckpt_per_s", "msgs_per_s", "floor_rows_per_s", "ratio_vs_floor"),
@@ -28,6 +29,16 @@ NUMBERS = {
     ),
     "sweep": ("sweep_s", "redis_ping_p99_ms"),
     "memory": ("peak_rss_mb",),
+    "retention": (
+        "rows",
+        "rows_dropped",
+        "drop_rows_per_s",
+        "rows_deleted",
+        "delete_rows_per_s",
+        "reference_delete.rows_per_s",
+        "archive_ms.baseline.p99",
+        "archive_ms.during_retention.p99",
+    ),
 }
 TARGETS = {
     "throughput.ratio_vs_floor",
@@ -38,6 +49,7 @@ TARGETS = {
     "sweep.redis_ping_p99_ms",
     "memory.peak_rss_mb",
     "memory.all_archived_before_ttl",
+    "retention.archive_ms.during_retention.p99",
 }
 
 

@@ -18,7 +18,7 @@ from ops.faults.scenarios import SCENARIOS
 SEED = 20261121
 IN_MAKE_TEST = (
     "kill9", "pg_outage", "pg_hang", "redis_hang", "redis_restart", "pubsub_killed",
-    "replicas", "rewrite_race", "flood", "no_notifications",
+    "replicas", "rewrite_race", "flood", "no_notifications", "retention",
     "log_stall", "acl", "pg_least_privilege", "clock_skew", "pg_lock_timeout", "pg_disk_full",
     "huge_payloads",
 )  # fmt: skip
