@@ -53,15 +53,23 @@ async def inject_log_stall(run: Run) -> None:
     await asyncio.sleep(stall / 2)
     for relay in run.fleet.relays():
         relay.resume()
-    await asyncio.sleep(1.0)  # the first write after the stall reports what was dropped
-    dropped = sum(
-        int(e.get("lines", 0)) for e in run.fleet.events() if e.get("event") == "logs.dropped"
-    )
+    dropped = await _dropped_reported(run)
     run.facts |= {"stall_s": stall, "sigterm_exit_s": round(exit_s, 2), "exit_code": code,
                   "log_lines_dropped_reported": dropped, "cron_sweep_after_stop": swept}  # fmt: skip
     run.checks["stopped_within_shutdown_timeout"] = code == 0 and exit_s <= SHUTDOWN_TIMEOUT_S
     run.checks["cron_sweep_right_after_the_stop_was_not_skipped"] = swept == "swept"
     run.checks["log_lines_dropped_and_reported"] = dropped > 0
+
+
+async def _dropped_reported(run: Run, patience: float = 15.0) -> int:
+    """Lines the archivers said they dropped (`logs.dropped`, written once the reader is back)."""
+    deadline = time.monotonic() + patience
+    while True:
+        events = run.fleet.events()
+        dropped = sum(int(e.get("lines", 0)) for e in events if e.get("event") == "logs.dropped")
+        if dropped or time.monotonic() > deadline:
+            return dropped
+        await asyncio.sleep(0.25)
 
 
 def _pause_relays(run: Run) -> None:
