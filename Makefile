@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -
 COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--all-build-deps --no-emit-index-url --no-emit-find-links
 
-.PHONY: install lock servers test-servers lint test unit integration acceptance demo bench faults clean
+.PHONY: install lock servers test-servers fault-servers lint test unit integration acceptance demo bench faults clean
 
 install: $(STAMP)
 
@@ -38,12 +38,16 @@ lint: install
 	$(BIN)/mypy
 
 # redis-server and PostgreSQL: all `make demo` needs. The test suite also runs prometheus and
-# promtool (alert rules, a real scrape).
+# promtool (alert rules, a real scrape); it and the fault suite run archivers under libfaketime
+# (the clock_skew scenario).
 servers:
 	bash ops/check-servers.sh
 
 test-servers:
-	bash ops/check-servers.sh --with-prometheus
+	bash ops/check-servers.sh --with-prometheus --with-faketime
+
+fault-servers:
+	bash ops/check-servers.sh --with-faketime
 
 test: lint test-servers
 	$(BIN)/pytest tests
@@ -63,7 +67,7 @@ demo: install servers
 bench: install servers
 	$(BIN)/python -m ops.bench $(BENCH_ARGS)
 
-faults: install servers
+faults: install fault-servers
 	$(BIN)/python -m ops.faults --json faults-results.json $(FAULTS_ARGS)
 
 clean:

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import asyncpg
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
@@ -19,11 +18,42 @@ from consumer.settings import Settings
 log = structlog.get_logger("consumer.archive")
 
 
+# A batch whose values total more than this is decoded in a thread: at about 40 ms of CPU per
+# MB of JSON, decoding it on the event loop would stall the listener, the deadline poller and
+# every other batch. Measured with a 33 MB checkpoint: 1.3-1.7 s of stall inline; in a thread
+# the loop's longest stall was 160-175 ms (orjson's parse holds the GIL). A process pool would
+# have to pickle the decoded messages back, which costs about what decoding does. Pickles,
+# parsed in pure Python under opcode limits (codecs), always go to the thread.
+DECODE_INLINE_BYTES = 1024 * 1024
+OVERSIZED_HEAD_BYTES = 64 * 1024  # what an oversized value's dead letter keeps of it
+WRITE_BYTES_PER_S = 1024 * 1024  # a batch's write timeout grows by 1 s per MB of its values
+SUSPECT_FOR_S = 600.0  # a checkpoint whose batch timed out is written alone this long
+MAX_SUSPECTS = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class Decoded:
     checkpoints: list[model.Checkpoint]
     dead: list[model.DeadLetter]
     values: dict[str, bytes]
+
+    @property
+    def size(self) -> int:
+        return sum(len(v) for v in self.values.values())
+
+    def split(self, keys_: set[str]) -> tuple[Decoded, list[Decoded]]:
+        """This batch less the checkpoints `keys_` names, and each of those alone."""
+        rest = Decoded(
+            [c for c in self.checkpoints if c.source_key not in keys_],
+            self.dead,
+            {k: v for k, v in self.values.items() if k not in keys_},
+        )
+        alone = [
+            Decoded([c], [], {c.source_key: self.values[c.source_key]})
+            for c in self.checkpoints
+            if c.source_key in keys_
+        ]
+        return rest, alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +63,8 @@ class Policy:
     db_attempts: int
     db_delay: float
     retry_after_ms: int
-    max_hold_ms: int
-    checkpoint_ttl_ms: int
-    buffer_ms: int
-    sweep_interval_ms: int
     write_timeout: float
+    max_payload: int
 
     @classmethod
     def of(cls, s: Settings) -> Policy:
@@ -45,12 +72,13 @@ class Policy:
             db_attempts=max(1, s.db_retries),
             db_delay=s.db_retry_delay,
             retry_after_ms=int(max(s.db_retry_delay * 2, s.deadline_poll * 5) * 1000),
-            max_hold_ms=int(s.max_hold * 1000),
-            checkpoint_ttl_ms=int(s.checkpoint_ttl * 1000),
-            buffer_ms=int(s.buffer * 1000),
-            sweep_interval_ms=int(s.sweep_interval * 1000),
             write_timeout=max(3 * s.db_timeout, 60.0),
+            max_payload=s.max_payload,
         )
+
+    def timeout_for(self, size: int) -> float:
+        """A batch's write timeout: large values take longer to send and to insert."""
+        return self.write_timeout + size / WRITE_BYTES_PER_S
 
 
 class Archiver:
@@ -68,34 +96,63 @@ class Archiver:
         self.codec = codec
         self.policy = policy
         self.token = uuid.uuid4().hex
+        self.in_flight: set[str] = set()  # claimed by a batch still running (released at exit)
         self._database_down_until = 0.0  # monotonic; while in the future, hold without trying
+        self._last_write_ok = 0.0  # monotonic
+        self._suspects: dict[str, float] = {}  # key -> monotonic time it stops being one
 
     async def archive(
         self, keys: Sequence[str], due_ms: int, received: Mapping[str, float] | None = None
     ) -> model.BatchOutcome:
         """Archive the due keys among `keys`; never raises for one bad checkpoint.
-        `received`: when each key's trigger arrived (monotonic), else now: what `ms` counts from."""
+        `received`: when each key's trigger arrived (monotonic), else now: what `ms` counts from.
+        Keys are claimed in rounds, each holding at most ARCHIVER_BATCH_BYTES of values."""
         started = _Started(received or {}, time.monotonic())
-        unique = list(dict.fromkeys(keys))
-        claims = await self.redis.claim(unique, self.token, due_ms)
-        started.lap("claim_ms")
-        outcome = model.BatchOutcome(requested=len(unique))
+        pending = list(dict.fromkeys(keys))
+        outcome = model.BatchOutcome(requested=len(pending))
+        while pending:
+            claims = await self.redis.claim(pending, self.token, due_ms)
+            started.lap("claim_ms")
+            pending = [c.key for c in claims if c.status is model.ClaimStatus.DEFERRED]
+            this_round = model.BatchOutcome()
+            await self._round(claims, this_round, started)
+            outcome.add(this_round)
+        return outcome
+
+    async def release_in_flight(self) -> None:
+        """On the way out: drop the claims of batches cut short, so that other archivers need
+        not wait for their leases to run out."""
+        if self.in_flight:
+            await self.redis.release(sorted(self.in_flight), self.token)
+            self.in_flight.clear()
+
+    async def _round(
+        self, claims: Sequence[model.Claim], outcome: model.BatchOutcome, started: _Started
+    ) -> None:
         await self._note_unclaimed(claims, outcome)
         claimed = [c for c in claims if c.status is model.ClaimStatus.CLAIMED]
-        if claimed:
-            await self._archive_claimed(claimed, outcome, started)
-            _log_batch(outcome, started)
+        oversized = [c for c in claims if c.status is model.ClaimStatus.OVERSIZED]
+        mine = [c.key for c in (*claimed, *oversized)]
+        self.in_flight.update(mine)
+        try:
+            for claim in oversized:
+                await self._dead_letter_oversized(claim, outcome)
+            if claimed:
+                await self._archive_claimed(claimed, outcome, started)
+                _log_batch(outcome, started)
+        except Exception:
+            self.in_flight.difference_update(mine)
+            raise
+        self.in_flight.difference_update(mine)  # (cancelled: kept, released on the way out)
         metrics.BATCH_SIZE.observe(len(claimed))
-        return outcome
 
     async def _note_unclaimed(
         self, claims: Sequence[model.Claim], outcome: model.BatchOutcome
     ) -> None:
         rearmed, gone = {}, []
-        now = checkpoints.now_ms()
         for c in claims:
             if c.status is model.ClaimStatus.REARMED:
-                rearmed[c.key] = now + c.pttl_ms
+                rearmed[c.key] = c.pttl_ms
             elif c.status is model.ClaimStatus.GONE:
                 gone.append(c.key)
             elif c.status in (model.ClaimStatus.ERROR, model.ClaimStatus.WRONGTYPE):
@@ -109,28 +166,100 @@ class Archiver:
         await self.redis.schedule(rearmed)
         await self.redis.unschedule(gone)
 
+    async def _dead_letter_oversized(self, claim: model.Claim, outcome: model.BatchOutcome) -> None:
+        """A value over ARCHIVER_MAX_PAYLOAD is never read whole: its first bytes, size and
+        SHA-1 go to the dead letters in a transaction of their own, then it is deleted if it
+        still has that size and those first bytes."""
+        kept = await self.redis.read_oversized(claim.key, claim.size, OVERSIZED_HEAD_BYTES)
+        if kept is None:  # rewritten or gone meanwhile: the next trigger looks again
+            await self.redis.release([claim.key], self.token)
+            return
+        error = (
+            f"payload: {kept.size} bytes is over the limit of {self.policy.max_payload}"
+            f" (ARCHIVER_MAX_PAYLOAD); only its first {len(kept.head)} bytes are kept"
+        )
+        letter = model.DeadLetter(claim.key, kept.head, error, size=kept.size, sha1=kept.sha1)
+        mark = checkpoints.Fingerprint(checkpoints.digest(kept.head), kept.size, len(kept.head))
+        try:
+            async with asyncio.timeout(self.policy.write_timeout):
+                await self.store.write([], [letter])
+        except Exception as exc:  # the database failed: hold it like any other checkpoint
+            await self._hold({claim.key: mark}, exc, outcome)
+            return
+        await self.redis.finish([(claim.key, mark)], self.token)
+        _count_dead(letter, outcome)
+
     async def _archive_claimed(
         self, claimed: Sequence[model.Claim], outcome: model.BatchOutcome, started: _Started
     ) -> None:
-        decoded = self._decode(claimed)
+        decoded = await self._decode(claimed)
         started.lap("decode_ms")
+        now = time.monotonic()
+        suspects = {
+            c.source_key for c in decoded.checkpoints if self._suspects.get(c.source_key, 0) > now
+        }
+        if not suspects:
+            await self._archive_group(decoded, outcome, started)
+            return
+        # Any checkpoint whose batch timed out lately is written alone, all at once beside the
+        # others: one slow checkpoint holds none hostage, and a slow database costs one timeout.
+        rest, alone = decoded.split(suspects)
+        groups = [rest, *alone] if rest.values else alone
+        done = await asyncio.gather(
+            *(self._archive_group(g, outcome, started) for g in groups), return_exceptions=True
+        )
+        for failure in done:
+            if isinstance(failure, BaseException):
+                raise failure
+
+    async def _archive_group(
+        self, decoded: Decoded, outcome: model.BatchOutcome, started: _Started
+    ) -> None:
         if time.monotonic() < self._database_down_until:
             # PostgreSQL just failed: hold at once instead of making every batch wait for
             # its own timeout while more checkpoints come due behind it.
-            await self._hold(decoded.values, exceptions.StoreUnavailableError(), outcome)
+            await self._hold(_marks(decoded), exceptions.StoreUnavailableError(), outcome)
             return
+        attempt_started = time.monotonic()
         try:
             counts, decoded = await self._write(decoded)
         except Exception as exc:  # the database failed us: keep everything in Redis
-            if store.is_transient(exc):
-                self._database_down_until = time.monotonic() + self.policy.retry_after_ms / 1000
-            await self._hold(decoded.values, exc, outcome)
+            await self._note_failure(exc, decoded, attempt_started)
+            await self._hold(_marks(decoded), exc, outcome)
             return
         self._database_down_until = 0.0
+        self._last_write_ok = time.monotonic()
+        for c in decoded.checkpoints:
+            self._suspects.pop(c.source_key, None)
         started.lap("write_ms")
         await self._finish(decoded, counts, outcome, started)
 
-    def _decode(self, claimed: Sequence[model.Claim]) -> Decoded:
+    async def _note_failure(self, exc: BaseException, decoded: Decoded, since: float) -> None:
+        """A batch that timed out while other writes succeeded meanwhile is slow itself: its
+        checkpoints are written alone for a while. Otherwise PostgreSQL is failing: hold every
+        batch at once for a moment."""
+        if store.is_timeout(exc) and self._last_write_ok > since:
+            self._suspect([c.source_key for c in decoded.checkpoints])
+        elif store.is_transient(exc):
+            self._database_down_until = time.monotonic() + self.policy.retry_after_ms / 1000
+        if store.is_read_only(exc):  # a failover: the primary may be elsewhere now
+            await self.store.reconnect()
+
+    def _suspect(self, keys_: Sequence[str]) -> None:
+        now = time.monotonic()
+        if len(self._suspects) + len(keys_) > MAX_SUSPECTS:
+            self._suspects = {k: t for k, t in self._suspects.items() if t > now}
+        room = max(0, MAX_SUSPECTS - len(self._suspects))  # bounded memory, whatever happens
+        self._suspects.update(dict.fromkeys(keys_[:room], now + SUSPECT_FOR_S))
+
+    async def _decode(self, claimed: Sequence[model.Claim]) -> Decoded:
+        """Decode on the event loop only what is cheap to decode (see DECODE_INLINE_BYTES)."""
+        size = sum(len(c.value or b"") for c in claimed)
+        if size > DECODE_INLINE_BYTES or any(codecs.is_pickle(c.value or b"") for c in claimed):
+            return await asyncio.to_thread(self._decode_all, claimed)
+        return self._decode_all(claimed)
+
+    def _decode_all(self, claimed: Sequence[model.Claim]) -> Decoded:
         good, dead, values = [], [], {}
         for c in claimed:
             raw = c.value or b""
@@ -158,34 +287,39 @@ class Archiver:
             retry=retry_if_exception(store.is_transient),
             reraise=True,
         )
+        timeout = self.policy.timeout_for(decoded.size)
         async for attempt in retrying:
             with attempt:
                 counts, refused = await self._write_isolating(
-                    decoded.checkpoints, decoded.dead, decoded.values
+                    decoded.checkpoints, decoded.dead, decoded.values, timeout
                 )
         gone = {d.source_key for d in refused}
         kept = [c for c in decoded.checkpoints if c.source_key not in gone]
         return counts, Decoded(kept, decoded.dead + refused, decoded.values)
 
     async def _write_isolating(
-        self, batch: list[model.Checkpoint], dead: list[model.DeadLetter], raw: dict[str, bytes]
+        self,
+        batch: list[model.Checkpoint],
+        dead: list[model.DeadLetter],
+        raw: dict[str, bytes],
+        limit_s: float,
     ) -> tuple[dict[str, int], list[model.DeadLetter]]:
         """Write the batch; if PostgreSQL refuses the data, split it so one bad checkpoint
         fails alone, and dead-letter that one with its raw bytes."""
         try:
-            async with asyncio.timeout(self.policy.write_timeout):  # a hung server, too
+            async with asyncio.timeout(limit_s):  # a hung server, too
                 return await self.store.write(batch, dead), []
-        except asyncpg.PostgresError as exc:
-            if store.is_transient(exc) or not batch:
-                raise
+        except Exception as exc:
+            if not store.is_data_error(exc) or not batch:
+                raise  # the database failed, not the data: the caller holds the whole batch
             if len(batch) == 1:
                 key = batch[0].source_key
                 refused = model.DeadLetter(key, raw[key], f"refused by PostgreSQL: {exc}"[:1000])
                 await self.store.write([], [*dead, refused])
                 return {}, [refused]
         half = len(batch) // 2
-        first, refused_first = await self._write_isolating(batch[:half], dead, raw)
-        second, refused_second = await self._write_isolating(batch[half:], [], raw)
+        first, refused_first = await self._write_isolating(batch[:half], dead, raw, limit_s)
+        second, refused_second = await self._write_isolating(batch[half:], [], raw, limit_s)
         return first | second, refused_first + refused_second
 
     async def _finish(
@@ -195,8 +329,7 @@ class Archiver:
         outcome: model.BatchOutcome,
         started: _Started,
     ) -> None:
-        done = [(k, checkpoints.digest(v)) for k, v in decoded.values.items()]
-        finished = await self.redis.finish(done, self.token)
+        finished = await self.redis.finish(list(_marks(decoded).items()), self.token)
         changed = [f.key for f in finished if f.result == 0]
         if changed:
             await self.redis.arm(changed)
@@ -229,42 +362,46 @@ class Archiver:
         metrics.ARCHIVED.inc(archived)
         metrics.MESSAGES.inc(messages)
         for d in decoded.dead:
-            outcome.dead_letters += 1
-            metrics.DEAD_LETTERS.inc()
-            log.warning(
-                "checkpoint.dead_lettered", key=d.source_key, error=d.error, bytes=len(d.raw)
-            )
+            _count_dead(d, outcome)
         for key in changed:
             outcome.changed += 1
             log.info("checkpoint.changed", key=key, detail="rewritten while archiving; kept")
 
     async def _hold(
-        self, values: dict[str, bytes], exc: BaseException, outcome: model.BatchOutcome
+        self,
+        marks: dict[str, checkpoints.Fingerprint],
+        exc: BaseException,
+        outcome: model.BatchOutcome,
     ) -> None:
         """PostgreSQL failed: keep the checkpoints alive (bounded by MAX_HOLD) and retry later."""
-        now = checkpoints.now_ms()
-        held = {k: (checkpoints.digest(v), self._hold_until(k, now)) for k, v in values.items()}
         backoff_ms = max(1, self.policy.retry_after_ms * 4 // 5)
-        await self.redis.hold(held, self.token, backoff_ms)
-        for key, (_, until) in held.items():
-            if until <= now + self.policy.retry_after_ms:
+        left = await self.redis.hold(marks, self.token, backoff_ms)
+        for key, ms in left.items():
+            if 0 <= ms <= self.policy.retry_after_ms:
                 metrics.HOLD_EXHAUSTED.inc()
                 log.error("checkpoint.hold_exhausted", key=key, detail="ARCHIVER_MAX_HOLD reached")
-        await self.redis.schedule({k: now + self.policy.retry_after_ms for k in values})
-        outcome.errors += len(values)
-        outcome.held += len(values)
-        metrics.ERRORS.labels(stage="database").inc(len(values))
+        await self.redis.schedule(dict.fromkeys(marks, self.policy.retry_after_ms))
+        outcome.errors += len(marks)
+        outcome.held += len(marks)
+        metrics.ERRORS.labels(stage="database").inc(len(marks))
         log.error(
-            "batch.failed", checkpoints=len(values), error=_describe(exc), action="held in Redis"
+            "batch.failed", checkpoints=len(marks), error=_describe(exc), action="held in Redis"
         )
 
-    def _hold_until(self, key: str, now: int) -> int:
-        """Long enough for the next sweep to find it (cron-only setups), never past MAX_HOLD."""
-        info = self.redis.layout.parse(key)
-        p = self.policy
-        written = int(info.written_ts * 1000) if info else now
-        wanted = now + p.buffer_ms + p.sweep_interval_ms
-        return min(wanted, written + p.checkpoint_ttl_ms + p.max_hold_ms)
+
+def _marks(decoded: Decoded) -> dict[str, checkpoints.Fingerprint]:
+    return {k: checkpoints.fingerprint(v) for k, v in decoded.values.items()}
+
+
+def _count_dead(letter: model.DeadLetter, outcome: model.BatchOutcome) -> None:
+    outcome.dead_letters += 1
+    metrics.DEAD_LETTERS.inc()
+    if letter.truncated:
+        metrics.OVERSIZED.inc()
+    log.warning(
+        "checkpoint.dead_lettered", key=letter.source_key, error=letter.error,
+        bytes=letter.size if letter.truncated else len(letter.raw),
+    )  # fmt: skip
 
 
 @dataclass(slots=True)

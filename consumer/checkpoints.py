@@ -5,13 +5,13 @@ Each operation takes many keys and costs one round trip; the Lua scripts live in
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -27,23 +27,42 @@ def lua(name: str) -> str:
     return source
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def digest(value: bytes) -> str:
     """What finish.lua compares: the SHA-1 of the archived value (Redis's redis.sha1hex)."""
     return hashlib.sha1(value, usedforsecurity=False).hexdigest()
 
 
+class Fingerprint(NamedTuple):
+    """What compare-and-delete (finish.lua) and hold.lua check a value against: the SHA-1 of
+    the whole value (head 0), or, for an oversized value that is never read whole, its size
+    and the SHA-1 of its first `head` bytes."""
+
+    sha1: str
+    size: int = -1
+    head: int = 0
+
+
+def fingerprint(value: bytes) -> Fingerprint:
+    return Fingerprint(digest(value))
+
+
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """The windows the scripts need, in milliseconds."""
+    """The windows and limits the scripts need, in milliseconds and bytes."""
 
     buffer_ms: int
     archive_after_ms: int
     lease_ms: int
-    hold_ms: int
+    hold_ms: int  # a claimed checkpoint lives at least this long (unless its hold ran out)
+    extend_ms: int = 0  # a hold keeps a checkpoint this much longer (buffer + sweep interval)
+    max_hold_ms: int = 0
+    max_payload: int = 64 * 1024 * 1024
+    batch_bytes: int = 16 * 1024 * 1024
+
+    @property
+    def hold_span_ms(self) -> int:
+        """How long after its first hold a checkpoint may still be held."""
+        return self.buffer_ms + self.max_hold_ms
 
 
 class Finished(NamedTuple):
@@ -53,11 +72,24 @@ class Finished(NamedTuple):
     result: int
 
 
-SCRIPTS = ("claim", "finish", "arm", "hold", "release", "renew", "take_due", "classify")
+class Oversized(NamedTuple):
+    """What is kept of a value over ARCHIVER_MAX_PAYLOAD: its first bytes, its size and the
+    SHA-1 of the whole value (read in chunks, never whole)."""
+
+    head: bytes
+    size: int
+    sha1: str
+
+
+SCRIPTS = (
+    "claim", "finish", "arm", "hold", "release", "renew", "take_due", "classify", "schedule",
+    "stamp_sweep", "sweep_age",
+)  # fmt: skip
 CHUNK = 500  # checkpoints per script call: bounds how long one call blocks Redis
+READ_CHUNK = 4 * 1024 * 1024  # bytes per GETRANGE when an oversized value is digested
 
 
-def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
 
 
@@ -67,6 +99,10 @@ class Checkpoints:
     Each script takes a batch of checkpoints (one call per CHUNK keys): one round trip and
     one command to encode instead of one per key. Under Redis Cluster a batch must first be
     split by hash slot (our companion keys share their checkpoint's slot).
+
+    Every time the scripts compare comes from Redis's clock (TIME), never from this host's:
+    archivers on hosts whose clocks disagree with Redis's, or with each other, still agree on
+    what is due, and a hold or claim never shortens a TTL.
     """
 
     def __init__(self, client: Redis, layout: keys.Layout, timing: Timing) -> None:
@@ -87,12 +123,14 @@ class Checkpoints:
                 pipe.script_load(script.script)
             await pipe.execute()
 
-    def ages(self, batch: Sequence[str], now: int) -> list[int]:
-        ages = []
+    def written_ms(self, batch: Sequence[str]) -> list[int]:
+        """Each key's write time from its name (ms since the epoch; -1 if it has none): the
+        scripts compare it with Redis's clock for checkpoints that carry no TTL."""
+        times = []
         for key in batch:
             info = self.layout.parse(key)
-            ages.append(now - int(info.written_ts * 1000) if info else 0)
-        return ages
+            times.append(int(info.written_ts * 1000) if info else -1)
+        return times
 
     async def _run(self, name: str, batches: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run a script once per batch, pipelined; replies concatenated in order."""
@@ -103,26 +141,39 @@ class Checkpoints:
         return [reply for batch in replies for reply in batch]
 
     async def claim(self, requests: Sequence[str], token: str, due_ms: int) -> list[model.Claim]:
-        """Claim each due key (one round trip); keys not due get their shadow re-armed."""
-        t, now, layout = self.timing, now_ms(), self.layout
+        """Claim each due key (one round trip) while the values claimed stay within the batch's
+        byte budget; keys not due get their shadow re-armed, due ones over the budget come back
+        DEFERRED, values over ARCHIVER_MAX_PAYLOAD come back OVERSIZED (claimed, not read)."""
+        t, layout = self.timing, self.layout
+        chunks = _chunks(requests)
+        budget = max(1, t.batch_bytes // max(1, len(chunks)))
         head = [token, t.lease_ms, t.hold_ms, due_ms, t.buffer_ms, t.archive_after_ms]
+        head += [t.max_payload, budget, t.hold_span_ms]
         batches = [
             (
-                [k for key in chunk for k in (key, layout.claim(key), layout.shadow(key))],
-                head + self.ages(chunk, now),
+                [
+                    k for key in chunk
+                    for k in (key, layout.claim(key), layout.shadow(key), layout.held(key))
+                ],
+                head + self.written_ms(chunk),
             )
-            for chunk in _chunks(requests)
-        ]
+            for chunk in chunks
+        ]  # fmt: skip
         replies = await self._run("claim", batches) if requests else []
         return [_claim_of(key, reply) for key, reply in zip(requests, replies, strict=True)]
 
-    async def finish(self, done: Sequence[tuple[str, str]], token: str) -> list[Finished]:
-        """Compare-and-delete each (key, digest) and drop it from the deadline index."""
+    async def finish(self, done: Sequence[tuple[str, Fingerprint]], token: str) -> list[Finished]:
+        """Compare-and-delete each (key, fingerprint) and drop it from the deadline index."""
         layout, batches = self.layout, []
-        for i in range(0, len(done), CHUNK):
-            chunk = done[i : i + CHUNK]
-            keys_ = [k for key, _ in chunk for k in (key, layout.shadow(key), layout.claim(key))]
-            batches.append((keys_, [token, *(sha for _, sha in chunk)]))
+        for chunk in _chunks(done):
+            keys_ = [
+                k for key, _ in chunk
+                for k in (key, layout.shadow(key), layout.claim(key), layout.held(key))
+            ]  # fmt: skip
+            args: list[Any] = [token]
+            for _, mark in chunk:
+                args += mark
+            batches.append((keys_, args))
         replies = await self._run("finish", batches) if done else []
         await self.unschedule([key for (key, _), r in zip(done, replies, strict=True) if r != 0])
         return [Finished(key, int(r)) for (key, _), r in zip(done, replies, strict=True)]
@@ -130,45 +181,56 @@ class Checkpoints:
     async def arm(self, checkpoint_keys: Sequence[str]) -> dict[str, int]:
         """(Re)create shadows from remaining TTLs and index their deadlines: key -> shadow ms
         (0: due now, -2: gone, -3: claimed by an archiver, which re-arms it itself)."""
-        t, now, layout = self.timing, now_ms(), self.layout
+        t, layout = self.timing, self.layout
         batches = [
             (
                 [k for key in chunk for k in (key, layout.shadow(key), layout.claim(key))],
-                [t.buffer_ms, t.archive_after_ms, *self.ages(chunk, now)],
+                [t.buffer_ms, t.archive_after_ms, *self.written_ms(chunk)],
             )
             for chunk in _chunks(checkpoint_keys)
         ]
         replies = await self._run("arm", batches) if checkpoint_keys else []
         armed = {k: int(r) for k, r in zip(checkpoint_keys, replies, strict=True)}
-        await self.schedule({k: now + ms for k, ms in armed.items() if ms > 0})
-        due = [k for k, ms in armed.items() if ms == 0]
-        if due:  # keep a retry time already set (nx): the poller archives it when due
-            await self.client.zadd(self.layout.deadlines, dict.fromkeys(due, now), nx=True)
+        await self.schedule({k: ms for k, ms in armed.items() if ms > 0})
+        # Due now: keep a retry time already set (only_new): the poller archives it when due.
+        await self.schedule(dict.fromkeys([k for k, ms in armed.items() if ms == 0], 0), True)
         return armed
 
-    async def schedule(self, deadlines: dict[str, int]) -> None:
-        """Record archive deadlines (ms since the epoch) in the index."""
-        if deadlines:
-            await self.client.zadd(self.layout.deadlines, dict(deadlines))
+    async def schedule(self, delays: dict[str, int], only_new: bool = False) -> None:
+        """Record archive deadlines in the index, `delays` ms from now by Redis's clock."""
+        items = list(delays.items())
+        batches = []
+        for chunk in _chunks(items):
+            args: list[Any] = [int(only_new)]
+            for key, ms in chunk:
+                args += [key, int(ms)]
+            batches.append(([self.layout.deadlines], args))
+        if batches:
+            await self._run_flat("schedule", batches)
 
     async def unschedule(self, gone: Sequence[str]) -> None:
         if gone:
             await self.client.zrem(self.layout.deadlines, *gone)
 
-    async def hold(self, held: dict[str, tuple[str, int]], token: str, backoff_ms: int) -> None:
-        """After a failed archive: key -> (digest, hold-until ms). Our claims stay for
-        `backoff_ms` so that nothing retries these keys before their scheduled retry."""
-        items = list(held.items())
+    async def hold(
+        self, held: dict[str, Fingerprint], token: str, backoff_ms: int
+    ) -> dict[str, int]:
+        """After a failed archive, keep each key alive if it still holds the value claimed:
+        key -> ms of hold left (0: ARCHIVER_MAX_HOLD reached; -1: not held). Our claims stay
+        for `backoff_ms` so that nothing retries these keys before their scheduled retry."""
+        t, items = self.timing, list(held.items())
         batches = []
-        for i in range(0, len(items), CHUNK):
-            chunk = items[i : i + CHUNK]
-            keys_ = [k for key, _ in chunk for k in (key, self.layout.claim(key))]
-            args: list[Any] = [token, backoff_ms]
-            for _, (sha, until) in chunk:
-                args += [until, sha]
+        for chunk in _chunks(items):
+            keys_ = [
+                k for key, _ in chunk
+                for k in (key, self.layout.claim(key), self.layout.held(key))
+            ]  # fmt: skip
+            args: list[Any] = [token, backoff_ms, t.extend_ms, t.buffer_ms, t.max_hold_ms]
+            for _, mark in chunk:
+                args += mark
             batches.append((keys_, args))
-        if batches:
-            await self._run_flat("hold", batches)
+        replies = await self._run("hold", batches) if batches else []
+        return {key: int(r) for (key, _), r in zip(items, replies, strict=True)}
 
     async def release(self, claimed: Sequence[str], token: str) -> None:
         batches = [([self.layout.claim(k) for k in chunk], [token]) for chunk in _chunks(claimed)]
@@ -181,11 +243,40 @@ class Checkpoints:
                 await self.script(name)(keys=keys_, args=args, client=pipe)
             await pipe.execute()
 
-    async def take_due(self, limit: int, retry_after_ms: int) -> list[str]:
-        now = now_ms()
-        args: list[int] = [now, limit, now + retry_after_ms]
-        members = await self.script("take_due")(keys=[self.layout.deadlines], args=args)
-        return [text(m) for m in members]
+    async def take_due(self, limit: int, retry_after_ms: int) -> tuple[list[str], int]:
+        """Up to `limit` due keys of the index (pushed back by `retry_after_ms`), and how many
+        entries are still due after them."""
+        args = [limit, retry_after_ms]
+        members, left = await self.script("take_due")(keys=[self.layout.deadlines], args=args)
+        return [text(m) for m in members], int(left)
+
+    async def stamp_sweep(self) -> None:
+        """Record a completed sweep, by Redis's clock."""
+        await self.script("stamp_sweep")(keys=[self.layout.last_sweep])
+
+    async def sweep_age(self) -> float | None:
+        """Seconds since any replica's last completed sweep, by Redis's clock; None if there
+        is no stamp, or it lies in the future (a process whose clock ran ahead wrote it)."""
+        age = int(await self.script("sweep_age")(keys=[self.layout.last_sweep]))
+        return None if age < 0 else age / 1000
+
+    async def read_oversized(self, key: str, size: int, head_bytes: int) -> Oversized | None:
+        """The first `head_bytes` of a value too large to read whole, and the SHA-1 of all of
+        it, read in chunks of READ_CHUNK (memory stays bounded); None if the key changed size
+        or went away meanwhile."""
+        sha1 = hashlib.sha1(usedforsecurity=False)
+        head = b""
+        for start in range(0, size, READ_CHUNK):
+            end = min(size, start + READ_CHUNK) - 1
+            part = cast(bytes, await self.client.getrange(key, start, end))
+            if not part:
+                return None
+            if start == 0:
+                head = part[:head_bytes]
+            await asyncio.to_thread(sha1.update, part)  # 4 MB: ~5 ms, off the event loop
+        if await self.client.strlen(key) != size:
+            return None
+        return Oversized(head, size, sha1.hexdigest())
 
 
 # Redis keys are bytes; bytes that are not UTF-8 survive as surrogates (our clients encode
@@ -209,6 +300,8 @@ def _claim_of(key: str, reply: Any) -> model.Claim:
     pttl = int(reply[1])
     if status is model.ClaimStatus.CLAIMED:
         return model.Claim(key, status, value=reply[2], pttl_ms=pttl)
+    if status is model.ClaimStatus.OVERSIZED:
+        return model.Claim(key, status, pttl_ms=pttl, size=int(reply[2]))
     if status is model.ClaimStatus.WRONGTYPE:
         return model.Claim(key, status, pttl_ms=pttl, error=f"key holds a {text(reply[2])}")
     return model.Claim(key, status, pttl_ms=pttl)

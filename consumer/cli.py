@@ -77,7 +77,7 @@ EXIT_CODES = (
 def load_settings(values: dict[str, Any]) -> settings.Settings:
     """The settings from the command's flags and the environment; logging configured."""
     loaded = settings.load(**values)
-    logs.configure(loaded.log_level, loaded.log_format)
+    logs.configure(loaded.log_level, loaded.log_format, buffer_bytes=loaded.log_buffer)
     return loaded
 
 

@@ -12,9 +12,10 @@ import io
 import json
 import pickle
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -22,7 +23,7 @@ import orjson
 from consumer import model
 from consumer.exceptions import DecodeError
 
-__all__ = ["PICKLE_REFUSED", "CodecOptions", "decode"]
+__all__ = ["PICKLE_REFUSED", "CodecOptions", "decode", "is_pickle"]
 
 PICKLE_REFUSED: Final = (
     "pickle payload refused; set ARCHIVER_ALLOW_PICKLE=1 to admit restricted pickles"
@@ -139,9 +140,14 @@ def _decode(source_key: str, raw: bytes, ctx: _Context) -> model.Checkpoint:
     limit = ctx.options.max_payload_bytes
     if len(raw) > limit:
         raise DecodeError(f"payload: {len(raw)} bytes is over the limit of {limit}")
-    if raw[:1] == _PICKLE_MARK:
+    if is_pickle(raw):
         return _checkpoint(source_key, _load_pickle(raw, ctx.options), ctx)
     return _checkpoint(source_key, _load_json(raw), ctx, raw)
+
+
+def is_pickle(raw: bytes) -> bool:
+    """Whether a payload is a pickle (protocol 2 or later), by its first byte."""
+    return raw[:1] == _PICKLE_MARK
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -200,7 +206,8 @@ def _refuse_wide_integers(raw: bytes) -> None:
 
 
 def _load_pickle(raw: bytes, options: CodecOptions) -> object:
-    """Unpickle with only datetime values admitted, then reduce the result to plain JSON values."""
+    """Unpickle with only datetime values admitted, within opcode and container limits, then
+    reduce the result to plain JSON values."""
     if not options.allow_pickle:
         raise DecodeError(PICKLE_REFUSED)
     try:
@@ -211,7 +218,9 @@ def _load_pickle(raw: bytes, options: CodecOptions) -> object:
         raise DecodeError(f"pickle payload: cannot be unpickled ({type(exc).__name__})") from None
     _check_json_size(loaded, limit=options.max_payload_bytes, pickled_bytes=len(raw))
     try:
-        return orjson.loads(orjson.dumps(loaded, default=_pickled_value))
+        return orjson.loads(
+            orjson.dumps(loaded, default=_pickled_value, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+        )
     except orjson.JSONEncodeError:
         raise DecodeError("pickle payload: holds a value with no JSON form") from None
 
@@ -223,22 +232,61 @@ def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -
     return text.encode("latin1")
 
 
+class _PickledSet(list[Any]):
+    """A pickled set or frozenset, kept as a list: building a real set hashes its items, and
+    integers chosen to collide make that quadratic (0.7 MB of them: 19 s). Its JSON form is
+    what a set's always was: the distinct items, sorted by repr (`_pickled_value`)."""
+
+
+def _as_set(items: Any = ()) -> _PickledSet:
+    return _PickledSet(items)
+
+
 _PICKLE_GLOBALS: Final[dict[tuple[str, str], Any]] = {
     ("datetime", "datetime"): datetime,
     ("datetime", "date"): date,
     ("datetime", "time"): time,
     ("datetime", "timedelta"): timedelta,
     ("datetime", "timezone"): timezone,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("__builtin__", "set"): set,
-    ("__builtin__", "frozenset"): frozenset,
+    ("builtins", "set"): _as_set,
+    ("builtins", "frozenset"): _as_set,
+    ("__builtin__", "set"): _as_set,
+    ("__builtin__", "frozenset"): _as_set,
     ("_codecs", "encode"): _latin1_encode,
 }
 
+# Limits of one unpickling. Memory grows by at most one object per opcode (strings are slices
+# of the payload, which is itself bounded), and containers are the large objects: a 60 MB
+# pickle of EMPTY_DICT opcodes otherwise builds 60 million dicts (4.7 GB). A checkpoint of
+# 100,000 messages takes about 2.5 million opcodes and 200,000 containers.
+PICKLE_MAX_OPCODES: Final = 5_000_000
+PICKLE_MAX_CONTAINERS: Final = 1_000_000
+_CONTAINER_OPCODES: Final = frozenset(
+    op[0] for op in (
+        pickle.EMPTY_DICT, pickle.EMPTY_LIST, pickle.EMPTY_TUPLE, pickle.EMPTY_SET, pickle.DICT,
+        pickle.LIST, pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3, pickle.FROZENSET,
+        pickle.MARK, pickle.REDUCE, pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.OBJ, pickle.INST,
+    )
+)  # fmt: skip
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the globals in `_PICKLE_GLOBALS`."""
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler, bounded: only the globals in `_PICKLE_GLOBALS` resolve, each
+    opcode is counted (and containers apart) against the limits above, dict keys must be
+    strings (JSON's; other keys could be made to collide), and sets are built as lists.
+    About 5x slower than the C unpickler, which offers none of these hooks; the archiver runs
+    it in a thread, off the event loop."""
+
+    dispatch: ClassVar[dict[int, Callable[[pickle.Unpickler], None]]] = {}
+    # The pure-Python unpickler's own state, which typeshed does not declare:
+    stack: list[Any]
+    append: Callable[[Any], None]
+    pop_mark: Callable[[], list[Any]]
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file)
+        self.opcodes = 0
+        self.containers = 0
 
     def find_class(self, module: str, name: str, /) -> Any:
         admitted = _PICKLE_GLOBALS.get((module, name))
@@ -246,6 +294,69 @@ class _RestrictedUnpickler(pickle.Unpickler):
             refused = ascii(f"{module}.{name}"[:200])
             raise DecodeError(f"pickle payload refused: global {refused} is not admitted")
         return admitted
+
+    def count(self, opcode: int) -> None:
+        self.opcodes += 1
+        if opcode in _CONTAINER_OPCODES:
+            self.containers += 1
+            if self.containers > PICKLE_MAX_CONTAINERS:
+                raise DecodeError(f"pickle payload: over {PICKLE_MAX_CONTAINERS} containers")
+        if self.opcodes > PICKLE_MAX_OPCODES:
+            raise DecodeError(f"pickle payload: over {PICKLE_MAX_OPCODES} opcodes")
+
+    def set_items(self, pairs: list[Any], target: Any) -> None:
+        if isinstance(target, dict):
+            for key in pairs[::2]:
+                if type(key) is not str:
+                    raise DecodeError("pickle payload: a dict key is not a string")
+        for i in range(0, len(pairs), 2):
+            target[pairs[i]] = pairs[i + 1]
+
+
+def _counted(opcode: int, handler: Callable[[Any], None]) -> Callable[[Any], None]:
+    def run(self: _RestrictedUnpickler) -> None:
+        self.count(opcode)
+        handler(self)
+
+    return run
+
+
+def _setitem(self: _RestrictedUnpickler) -> None:
+    value = self.stack.pop()
+    key = self.stack.pop()
+    self.set_items([key, value], self.stack[-1])
+
+
+def _setitems(self: _RestrictedUnpickler) -> None:
+    items = self.pop_mark()
+    self.set_items(items, self.stack[-1])
+
+
+def _empty_set(self: _RestrictedUnpickler) -> None:
+    self.append(_PickledSet())
+
+
+def _additems(self: _RestrictedUnpickler) -> None:
+    items = self.pop_mark()
+    target = self.stack[-1]
+    if not isinstance(target, _PickledSet):
+        raise DecodeError("pickle payload: ADDITEMS on something that is not a set")
+    target.extend(items)
+
+
+def _frozenset(self: _RestrictedUnpickler) -> None:
+    items = self.pop_mark()  # first: it switches `append` back to the outer stack
+    self.append(_PickledSet(items))
+
+
+_OVERRIDES: Final[dict[bytes, Callable[[Any], None]]] = {
+    pickle.SETITEM: _setitem, pickle.SETITEMS: _setitems, pickle.EMPTY_SET: _empty_set,
+    pickle.ADDITEMS: _additems, pickle.FROZENSET: _frozenset,
+}  # fmt: skip
+_RestrictedUnpickler.dispatch = {
+    op: _counted(op, _OVERRIDES.get(bytes([op]), handler))
+    for op, handler in pickle._Unpickler.dispatch.items()
+}
 
 
 def _check_json_size(root: object, *, limit: int, pickled_bytes: int) -> None:
@@ -286,8 +397,8 @@ def _json_size(node: object) -> int:
 
 def _pickled_value(value: object) -> object:
     """orjson `default`: the pickled values JSON lacks (datetimes are native to orjson)."""
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
+    if isinstance(value, _PickledSet):
+        return sorted({repr(item): item for item in value}.values(), key=repr)
     if isinstance(value, timedelta):
         return value.total_seconds()
     raise TypeError

@@ -36,12 +36,8 @@ class DeadlinePoller:
 
     async def poll(self) -> int:
         """Queue every due entry (waiting for room: backpressure, not drops); how many."""
-        due = await self.redis.take_due(self.limit, self.retry_after_ms)
+        due, left = await self.redis.take_due(self.limit, self.retry_after_ms)
+        metrics.DUE.set(left)
         for key in due:
             await self.queue.put(hints.Hint("archive", key))
-        metrics.DUE.set(
-            await self.redis.client.zcount(
-                self.redis.layout.deadlines, "-inf", checkpoints.now_ms()
-            )
-        )
         return len(due)

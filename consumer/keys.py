@@ -82,6 +82,10 @@ class Layout:
     def claim(self, key: str) -> str:
         return self.prefix + "claim:" + _wrap(key)
 
+    def held(self, key: str) -> str:
+        """When the checkpoint was first held (Redis's clock), while PostgreSQL fails it."""
+        return self.prefix + "held:" + _wrap(key)
+
     def checkpoint_of_shadow(self, shadow: str) -> str | None:
         """The checkpoint key a shadow key stands for, or None if it is not a shadow."""
         head = self.shadow_prefix

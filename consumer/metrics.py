@@ -10,6 +10,10 @@ ARCHIVED = Counter(
 )
 MESSAGES = Counter("archiver_messages_archived", "Messages newly inserted into PostgreSQL.")
 DEAD_LETTERS = Counter("archiver_dead_letters", "Checkpoints moved to archive_dead_letters.")
+OVERSIZED = Counter(
+    "archiver_oversized_dead_letters",
+    "Checkpoints over ARCHIVER_MAX_PAYLOAD, dead-lettered with only their first bytes kept.",
+)
 ERRORS = Counter("archiver_errors", "Failures, by stage.", ["stage"])
 EVENTS = Counter("archiver_events_received", "Keyspace events received, by kind.", ["event"])
 HINTS_DROPPED = Counter(
@@ -42,6 +46,10 @@ DEGRADED = Gauge(
 EVICTION_RISK = Gauge(
     "archiver_eviction_risk",
     "1 when Redis maxmemory-policy may evict keys that carry a TTL, -1 when it cannot be read.",
+)
+LOG_LINES_DROPPED = Counter(
+    "archiver_log_lines_dropped",
+    "Log lines dropped because the reader of stderr lagged (never waited for).",
 )
 HOLD_EXHAUSTED = Counter(
     "archiver_checkpoints_hold_exhausted",

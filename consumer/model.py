@@ -38,17 +38,27 @@ class Checkpoint:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A payload that could not be decoded, kept with its raw bytes."""
+    """A payload that could not be decoded, kept with its raw bytes; for a value over
+    ARCHIVER_MAX_PAYLOAD, only its first bytes (`truncated`), with the size and SHA-1 of the
+    whole value."""
 
     source_key: str
     raw: bytes
     error: str
+    size: int | None = None  # of the whole value, when `raw` holds only its first bytes
+    sha1: str | None = None  # of the whole value, likewise
+
+    @property
+    def truncated(self) -> bool:
+        return self.size is not None
 
 
 class ClaimStatus(enum.Enum):
     """What claiming a checkpoint found."""
 
     CLAIMED = "claimed"
+    OVERSIZED = "oversized"  # claimed, but over ARCHIVER_MAX_PAYLOAD: its value was not read
+    DEFERRED = "deferred"  # due, but over the batch's byte budget: left for the next round
     GONE = "gone"
     BUSY = "busy"
     REARMED = "rearmed"
@@ -57,14 +67,15 @@ class ClaimStatus(enum.Enum):
 
 
 class Claim(NamedTuple):
-    """The outcome of claiming one checkpoint key; `value` is set when CLAIMED (a named
-    tuple: one per checkpoint on the archive path)."""
+    """The outcome of claiming one checkpoint key; `value` is set when CLAIMED, `size` when
+    OVERSIZED (a named tuple: one per checkpoint on the archive path)."""
 
     key: str
     status: ClaimStatus
     value: bytes | None = None
     pttl_ms: int = -2
     error: str = ""
+    size: int = 0
 
 
 @dataclass(slots=True)

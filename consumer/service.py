@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -44,7 +46,6 @@ from consumer.settings import Settings
 log = structlog.get_logger("consumer.service")
 
 HEALTH_EVERY_S = 10.0
-SHUTDOWN_GRACE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +85,16 @@ async def connected(settings: Settings) -> AsyncIterator[Parts]:
         yield parts
     finally:
         await client.aclose()
-        await pool.close()
-        await jobs_pool.close()
+        await _close_pool(pool, settings.db_timeout)
+        await _close_pool(jobs_pool, settings.db_timeout)
+
+
+async def _close_pool(pool: asyncpg.Pool, patience: float) -> None:
+    """Close gracefully if the connections come back in time; a hung server is not waited for."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout=patience)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        pool.terminate()
 
 
 async def _check_schema(the_store: store.Store) -> None:
@@ -118,6 +127,10 @@ def _assemble(
         archive_after_ms=int(settings.archive_after * 1000),
         lease_ms=int(settings.claim_ttl * 1000),
         hold_ms=int(2 * settings.claim_ttl * 1000),
+        extend_ms=int((settings.buffer + settings.sweep_interval) * 1000),
+        max_hold_ms=int(settings.max_hold * 1000),
+        max_payload=settings.max_payload,
+        batch_bytes=settings.batch_bytes,
     )
     codec = codec_options(settings)
     the_store = store.Store(pool)
@@ -198,9 +211,9 @@ class Consumer:
 
     async def run(self) -> None:
         """Run until stopped (SIGTERM/SIGINT) or until a task dies (then raise, to be restarted)."""
-        runner = None
-        if self.settings.http_port:
-            runner = await web.serve(self.state, self.settings.http_host, self.settings.http_port)
+        runner, s = None, self.settings
+        if s.http_port:
+            runner = await web.serve(self.state, s.http_host, s.http_port, s.http_timeout)
         running = {asyncio.create_task(make(), name=name) for name, make in self.tasks().items()}
         stop = asyncio.create_task(self.stopping.wait(), name="stop")
         log.info("consumer.started", tasks=sorted(t.get_name() for t in running))
@@ -208,11 +221,20 @@ class Consumer:
             done, _ = await asyncio.wait({*running, stop}, return_when=asyncio.FIRST_COMPLETED)
             _raise_if_died(done - {stop})
         finally:
-            await _shutdown([*running, stop])
+            grace = self.settings.shutdown_timeout
+            await _shutdown([*running, stop], grace / 2)  # a sweep releases its lock on the way
+            await self._release_claims(grace / 4)
             if runner is not None:
                 await runner.cleanup()
             self._write_health()
             log.info("consumer.stopped")
+
+    async def _release_claims(self, patience: float) -> None:
+        """Claims of batches cut short go back now: other replicas need not wait out leases."""
+        try:
+            await asyncio.wait_for(self.parts.archiver.release_in_flight(), timeout=patience)
+        except Exception as exc:  # the leases still run out on their own
+            log.warning("claims.not_released", error=f"{type(exc).__name__}: {exc}"[:300])
 
     async def _schema_watch(self) -> None:
         """Until the schema is verified, keep checking; pending migrations stop the consumer."""
@@ -244,27 +266,27 @@ class Consumer:
             pause = await self._sweep_round()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.sweep_now.wait(), timeout=pause)
-            self.sweep_now.clear()
 
     async def _sweep_round(self) -> float:
         """Sweep (unless a peer swept recently and no reconnect asks for one); the pause
         until the next round. A sweep skipped for the lock (a peer sweeping, or a killed
-        process whose lease has not run out) or failed is retried after a lease."""
+        process whose lease has not run out) or failed is retried after a lease. A request
+        arriving while this round sweeps asks for another round (cleared here, not after)."""
+        asked = self.sweep_now.is_set()
+        self.sweep_now.clear()
         interval = self.settings.sweep_interval
         peer_age = await self._peer_sweep_age()
-        if not self.sweep_now.is_set() and peer_age is not None and peer_age < 0.9 * interval:
+        if not asked and peer_age is not None and peer_age < 0.9 * interval:
             return interval - peer_age
         swept = await self._sweep_safely()
         return interval if swept else self.settings.sweep_lease
 
     async def _peer_sweep_age(self) -> float | None:
-        """Seconds since any replica's last completed sweep, if one is recorded."""
+        """Seconds since any replica's last completed sweep, by Redis's clock, if recorded."""
         try:
-            await self._adopt_peer_sweep()
+            return await self._adopt_peer_sweep()
         except Exception:  # unknown: sweep ourselves
             return None
-        last = self.state.last_sweep_ok_at
-        return None if last is None else max(0.0, time.time() - last)
 
     async def _sweep_safely(self) -> bool:
         """One sweep; whether it completed (False: failed or another process held the lock)."""
@@ -285,12 +307,16 @@ class Consumer:
             await self._adopt_peer_sweep()
         return report.completed
 
-    async def _adopt_peer_sweep(self) -> None:
-        """Another replica is sweeping: its success counts for our health too."""
-        stamp = await self.parts.redis.get(self.parts.archiver.redis.layout.last_sweep)
-        if stamp:
-            self.state.last_sweep_ok_at = max(self.state.last_sweep_ok_at or 0, float(stamp))
+    async def _adopt_peer_sweep(self) -> float | None:
+        """Another replica is sweeping: its success counts for our health too. The stamp is
+        read against Redis's clock (one in the future, from a process whose clock ran ahead,
+        counts for nothing), then placed on ours. Returns its age in seconds, if any."""
+        age = await self.parts.archiver.redis.sweep_age()
+        if age is not None:
+            seen = time.time() - age
+            self.state.last_sweep_ok_at = max(self.state.last_sweep_ok_at or 0, seen)
             metrics.LAST_SWEEP_OK.set(self.state.last_sweep_ok_at)
+        return age
 
     async def _health_loop(self) -> None:
         while True:
@@ -357,24 +383,42 @@ def _raise_if_died(done: set[asyncio.Task[Any]]) -> None:
         ) from exc
 
 
-async def _shutdown(tasks: list[asyncio.Task[Any]]) -> None:
+async def _shutdown(tasks: list[asyncio.Task[Any]], grace: float) -> None:
     for task in tasks:
         task.cancel()
-    await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+    await asyncio.wait(tasks, timeout=grace)
 
 
 @contextlib.contextmanager
-def on_stop(event: asyncio.Event) -> Any:
-    """Set `event` on SIGTERM/SIGINT while inside; restore the previous handlers after."""
+def on_stop(event: asyncio.Event, exit_within: float | None = None) -> Any:
+    """Set `event` on SIGTERM/SIGINT while inside; restore the previous handlers after.
+    With `exit_within`, the first signal also arms a watchdog that ends the process that many
+    seconds later if it has not exited by then: nothing stuck (a log reader, a hung server,
+    a decoding thread) can keep it from stopping."""
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
+
+    def stop() -> None:
+        if exit_within is not None and not event.is_set():
+            _exit_later(exit_within)
+        event.set()
+
     for sig in signals:
-        loop.add_signal_handler(sig, event.set)
+        loop.add_signal_handler(sig, stop)
     try:
         yield
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+FORCED_EXIT_CODE = 70  # EX_SOFTWARE: the shutdown did not finish within ARCHIVER_SHUTDOWN_TIMEOUT
+
+
+def _exit_later(seconds: float) -> None:
+    timer = threading.Timer(seconds, os._exit, args=(FORCED_EXIT_CODE,))
+    timer.daemon = True
+    timer.start()
 
 
 GC_THRESHOLDS = (50_000, 50, 100)
@@ -396,5 +440,5 @@ def tune_gc() -> None:
 async def run(settings: Settings) -> None:
     async with connected(settings) as parts:
         consumer = Consumer(parts)
-        with on_stop(consumer.stopping):
+        with on_stop(consumer.stopping, settings.shutdown_timeout):
             await consumer.run()

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     db_timeout: Duration = _opt(30.0, "Timeout of one PostgreSQL command.", gt=0)
     redis_timeout: Duration = _opt(10.0, "Timeout of one Redis command.", gt=0)
     batch_size: int = _opt(500, "Checkpoints archived per batch at most.", ge=1)
+    batch_bytes: int = _opt(
+        16 * 1024 * 1024,
+        "Bytes of checkpoint values read per batch at most (a larger value is archived alone).",
+        ge=1,
+    )
     batch_wait: Duration = _opt(0.02, "Longest wait to fill a batch.", ge=0)
     workers: int = _opt(8, "Concurrent archive batches.", ge=1)
     queue_size: int = _opt(20000, "Pending archive hints held in memory.", RUN, ge=1)
@@ -106,8 +111,16 @@ class Settings(BaseSettings):
         False, "Admit pickle payloads through a restricted unpickler.", DECODE
     )
     max_payload: int = _opt(64 * 1024 * 1024, "Largest checkpoint payload in bytes.", DECODE, ge=1)
-    http_host: str = _opt("0.0.0.0", "Address of the health/metrics server.", RUN)
+    http_host: str = _opt(
+        "127.0.0.1", "Address of the health/metrics server (containers: 0.0.0.0).", RUN
+    )
     http_port: int = _opt(9108, "Port of the health/metrics server (0: off).", RUN, ge=0, le=65535)
+    http_timeout: Duration = _opt(
+        10.0, "Close an HTTP connection that sends no complete request for this long.", RUN, gt=0
+    )
+    shutdown_timeout: Duration = _opt(
+        15.0, "After SIGTERM/SIGINT, exit within this long whatever is stuck.", RUN, gt=0
+    )
     health_file: Path = _opt(
         Path("/tmp/archiver-health.json"), "Health file, written atomically.", ALL
     )
@@ -117,6 +130,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = _opt("info", "Log level.", LOGS)
     log_format: Literal["auto", "json", "console"] = _opt(
         "auto", "JSON lines, or readable on a terminal (auto).", LOGS
+    )
+    log_buffer: int = _opt(
+        4 * 1024 * 1024,
+        "Bytes of log lines held while the reader of stderr lags; beyond, lines are dropped.",
+        LOGS,
+        ge=4096,
     )
     # --- periodic jobs, retention and partitions (consumer/jobs.py, retention.py, partitions.py)
     run_jobs: bool = _opt(True, "Host the periodic jobs (partitions, retention) in `run`.", RUN)

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.exceptions._base import DataError as ClientDataError
 
 from consumer import checkpoints, keys, migrate, model, queries
 
@@ -21,26 +22,46 @@ _STAGING_COLUMNS = (
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
-TRANSIENT = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.QueryCanceledError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    # Class 42 (undefined table or column, no privilege): the deployment is wrong, not the
-    # data; e.g. an archiver older than the schema. Hold and alert, never dead-letter.
-    asyncpg.SyntaxOrAccessError,
-)
+# SQLSTATE classes that one checkpoint's data can cause: data exception (22: a value out of
+# range, an untranslatable character...), integrity constraint violation (23) and program limit
+# exceeded (54: an index row or a jsonb value too large). Only these may dead-letter a checkpoint,
+# and only once bisecting its batch has shown that it fails alone.
+DATA_CLASSES = frozenset({"22", "23", "54"})
+
+# Failures outside PostgreSQL's replies: a lost or refused connection, a timeout, asyncpg's state.
+CONNECTION_FAILURES = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """PostgreSQL refused the data itself (or asyncpg could not encode one of its values)."""
+    if isinstance(exc, ClientDataError):  # client side: "invalid input for query argument"
+        return True
+    state = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
+    return isinstance(state, str) and state[:2] in DATA_CLASSES
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A failure of the database, not of the data: retry it, never dead-letter for it."""
-    return isinstance(exc, TRANSIENT)
+    """A failure of the database or of its surroundings, not of the data: hold the checkpoints
+    and retry, never dead-letter. Decided by SQLSTATE class, not by exception type: every
+    PostgreSQL error but the data classes (53 resources and disk full, 55 lock_not_available,
+    57 lock or statement timeouts and shutdowns, 40 rollbacks, 25006 read-only, 42 a schema or
+    privilege the deployment got wrong, 58/XX system errors...), lost connections, timeouts."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return not is_data_error(exc)
+    return isinstance(exc, CONNECTION_FAILURES) and not is_data_error(exc)
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """The batch ran out of time: our own timeout, a statement_timeout or a lock_timeout."""
+    return isinstance(
+        exc, TimeoutError | asyncpg.QueryCanceledError | asyncpg.LockNotAvailableError
+    )
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """The server refuses writes (a standby, or a primary being demoted): reconnect to find the
+    new primary behind the same address."""
+    return isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == "25006"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +115,11 @@ class Store:
         async with self.pool.acquire() as conn:
             await migrate.ensure_current(conn)
         self.schema_verified = True
+
+    async def reconnect(self) -> None:
+        """Close every pooled connection (idle ones now, busy ones once released): after a
+        read-only refusal the next connections find whichever server is primary by then."""
+        await self.pool.expire_connections()
 
     async def write(
         self,
@@ -263,10 +289,16 @@ def _staging_rows(
 
 
 def _dead_columns(dead: Sequence[model.DeadLetter]) -> list[list[Any]]:
-    unique = {(keys.for_storage(d.source_key), checkpoints.digest(d.raw)): d for d in dead}
+    """Columns of insert_dead_letters; a dead letter is identified by its key and the SHA-1
+    of its whole value (what compare-and-delete compares), truncated or not."""
+    unique = {
+        (keys.for_storage(d.source_key), d.sha1 or checkpoints.digest(d.raw)): d for d in dead
+    }
     return [
         [key for key, _ in unique],
         [sha for _, sha in unique],
         [d.raw for d in unique.values()],
         [d.error for d in unique.values()],
+        [len(d.raw) if d.size is None else d.size for d in unique.values()],
+        [d.truncated for d in unique.values()],
     ]

@@ -151,30 +151,17 @@ class Sweeper:
 
     async def _classify(self, batch: Sequence[str]) -> tuple[list[str], list[str]]:
         """Split keys into due ones and not-due ones missing their shadow or index entry
-        (one script call per SCAN page: only those keys come back)."""
+        (one script call per SCAN page: only those keys come back). A checkpoint without a
+        TTL is due once its key's time is ARCHIVE_AFTER old by Redis's clock."""
         layout, w = self.redis.layout, self.window
         keys_ = [layout.deadlines]
         for key in batch:
             keys_ += [key, layout.shadow(key)]
-        args = [w.due_ms, w.event_due_ms, int(self.index_polled)]
-        reply = await self.redis.script("classify")(keys=keys_, args=args)
-        due, unhinted = (
-            [checkpoints.text(k) for k in reply[0]],
-            [checkpoints.text(k) for k in reply[1]],
+        args = [w.due_ms, w.event_due_ms, int(self.index_polled), w.archive_after_ms]
+        reply = await self.redis.script("classify")(
+            keys=keys_, args=args + self.redis.written_ms(batch)
         )
-        now = checkpoints.now_ms()
-        for raw, hinted in zip(reply[2], reply[3], strict=True):
-            key = checkpoints.text(raw)
-            if self._old_enough(key, now):
-                due.append(key)
-            elif not hinted:
-                unhinted.append(key)
-        return due, unhinted
-
-    def _old_enough(self, key: str, now: int) -> bool:
-        """A checkpoint without a TTL is due once its key's timestamp is ARCHIVE_AFTER old."""
-        info = self.redis.layout.parse(key)
-        return info is not None and now - info.written_ts * 1000 >= self.window.archive_after_ms
+        return [checkpoints.text(k) for k in reply[0]], [checkpoints.text(k) for k in reply[1]]
 
     async def _record(self, report: SweepReport) -> None:
         o = report.outcome
@@ -182,7 +169,7 @@ class Sweeper:
         metrics.SWEEP_DURATION.set(report.duration_s)
         if report.completed:
             metrics.LAST_SWEEP_OK.set(time.time())
-            await self.redis.client.set(self.redis.layout.last_sweep, str(time.time()))
+            await self.redis.stamp_sweep()
         log.info(
             "sweep.completed", found=report.found, due=report.due, archived=o.archived,
             messages=o.messages, dead_letters=o.dead_letters, errors=o.errors,

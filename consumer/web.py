@@ -1,4 +1,10 @@
-"""HTTP for orchestrators and Prometheus: /healthz, /readyz, /metrics (aiohttp)."""
+"""HTTP for orchestrators and Prometheus: /healthz, /readyz, /metrics (aiohttp).
+
+It listens on 127.0.0.1 unless ARCHIVER_HTTP_HOST says otherwise (containers set 0.0.0.0),
+and closes any connection that has not sent a complete request within ARCHIVER_HTTP_TIMEOUT
+(aiohttp's keep-alive timeout, which since 3.14 also covers a connection's first request):
+half-sent requests cannot pile up.
+"""
 
 from __future__ import annotations
 
@@ -46,8 +52,9 @@ def app(state: health.State) -> web.Application:
     return application
 
 
-async def serve(state: health.State, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app(state), access_log=None)
+async def serve(state: health.State, host: str, port: int, idle_s: float) -> web.AppRunner:
+    """Serve until `cleanup`; connections without a complete request close after `idle_s`."""
+    runner = web.AppRunner(app(state), access_log=None, keepalive_timeout=idle_s)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

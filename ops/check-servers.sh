@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Make sure the binaries a make target needs exist, installing Debian's packages when we can
 # (root with apt-get), else say what is missing. Each target asks for what it needs only:
-#   bash ops/check-servers.sh                     redis-server and PostgreSQL (demo, bench, faults)
+#   bash ops/check-servers.sh                     redis-server and PostgreSQL (demo, bench)
+#   bash ops/check-servers.sh --with-faketime     also libfaketime (Debian's faketime): the
+#                                                 clock_skew fault scenario (faults, tests)
 #   bash ops/check-servers.sh --with-prometheus   also prometheus and promtool (the test suite)
 set -euo pipefail
 with_prometheus=no
+with_faketime=no
 for arg in "$@"; do
   case "$arg" in
     --with-prometheus) with_prometheus=yes ;;
-    *) echo "usage: $0 [--with-prometheus]" >&2; exit 2 ;;
+    --with-faketime) with_faketime=yes ;;
+    *) echo "usage: $0 [--with-prometheus] [--with-faketime]" >&2; exit 2 ;;
   esac
 done
 have_pg() {
@@ -18,9 +22,15 @@ have_pg() {
 have_prometheus() {
   [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]
 }
+have_faketime() {
+  compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null
+}
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 have_pg || missing+=(postgresql)
+if [ "$with_faketime" = yes ]; then
+  have_faketime || missing+=(faketime)
+fi
 if [ "$with_prometheus" = yes ]; then
   have_prometheus || missing+=(prometheus)
 fi

@@ -116,8 +116,8 @@ WHERE h.tenant_id = t.tenant_id AND h.conversation_id = t.conversation_id
   AND h.customer_id IS NULL;
 
 -- name: insert_dead_letters
-INSERT INTO archive_dead_letters AS d (source_key, digest, raw, error)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])
+INSERT INTO archive_dead_letters AS d (source_key, digest, raw, error, size, truncated)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bigint[], $6::boolean[])
 ON CONFLICT (source_key, digest) DO UPDATE
     SET last_seen_at = now(), attempts = d.attempts + 1, error = excluded.error;
 
@@ -202,7 +202,7 @@ LIMIT $2;
 
 -- name: dead_letters_open
 SELECT id, source_key, raw FROM archive_dead_letters
-WHERE resolved_at IS NULL AND (cardinality($1::bigint[]) = 0 OR id = ANY($1))
+WHERE resolved_at IS NULL AND NOT truncated AND (cardinality($1::bigint[]) = 0 OR id = ANY($1))
 ORDER BY id;
 
 -- name: dead_letters_resolve

@@ -1,17 +1,27 @@
 -- Create or refresh checkpoints' shadows from the checkpoints' remaining TTLs.
 -- KEYS: for each checkpoint, three keys: checkpoint, shadow, claim
--- ARGV: buffer_ms, archive_after_ms, then each checkpoint's age_ms
+-- ARGV: buffer_ms, archive_after_ms, then each checkpoint's write time (ms since the epoch, from
+--       its key name; -1 unknown)
 -- Returns one integer per checkpoint: the shadow TTL in ms; 0 if already due; -2 if gone;
 -- -3 if claimed (being archived, or backing off after a failure: its archiver re-arms it).
 -- A shadow already right (within a second) is left alone: no write, no `set` event.
+-- A checkpoint without a TTL is due ARCHIVE_AFTER after its key's time, by Redis's clock.
 local buffer, after = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
-local function arm(checkpoint, shadow, lock, age)
+local function arm(checkpoint, shadow, lock, written)
   local pttl = redis.call('PTTL', checkpoint)
   if pttl == -2 then return -2 end
   if redis.call('EXISTS', lock) == 1 then return -3 end
   local left
-  if pttl == -1 then left = after - age else left = pttl - buffer end
+  if pttl == -1 then
+    local age = 0
+    if written >= 0 then age = now - written end
+    left = after - age
+  else
+    left = pttl - buffer
+  end
   if left <= 0 then return 0 end
   local current = redis.call('PTTL', shadow)
   if current > 0 and math.abs(current - left) < 1000 then return current end

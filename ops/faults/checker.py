@@ -5,7 +5,8 @@ final state, never from the archiver's own counters.
 
 * archived: a written identity with at least one row in conversation_history;
 * dead-lettered: a written checkpoint version whose exact raw bytes are in
-  archive_dead_letters under its key (a message of such a version is covered);
+  archive_dead_letters under its key (a message of such a version is covered); for a value
+  over the archiver's limit, its first bytes, with the size and SHA-1 of the whole;
 * pending: not archived nor covered, but a version holding it is still in Redis;
 * lost: written, never archived or dead-lettered, and gone from Redis;
 * duplicated: rows beyond one per (tenant_id, conversation_id, message_key).
@@ -27,7 +28,7 @@ ROWS_SQL = (
     "SELECT tenant_id, conversation_id, message_key, message_content FROM conversation_history"
     " WHERE NOT (tenant_id = ANY($1::text[]))"
 )
-DEAD_SQL = "SELECT source_key, raw FROM archive_dead_letters"
+DEAD_SQL = "SELECT source_key, raw, digest, size, truncated FROM archive_dead_letters"
 EXAMPLES = 5
 
 
@@ -84,20 +85,38 @@ async def gather(
         for r in await conn.fetch(ROWS_SQL, list(ignored), timeout=300):
             identity = (r["tenant_id"], r["conversation_id"], r["message_key"])
             rows.setdefault(identity, []).append(r["message_content"])
-        dead = frozenset(
-            (r["source_key"], digest(bytes(r["raw"]))) for r in await conn.fetch(DEAD_SQL)
-        )
+        dead = frozenset(_dead_letter(r, ledger) for r in await conn.fetch(DEAD_SQL))
     finally:
         await conn.close()
-    return FinalState(rows, dead, await present_values(client, ledger.keys))
+    return FinalState(rows, dead, await present_values(client, ledger))
 
 
-async def present_values(client: aioredis.Redis, keys: list[str]) -> dict[str, bytes | None]:
+def _dead_letter(row: asyncpg.Record, ledger: Ledger) -> tuple[str, str]:
+    """(key, SHA-1 of the whole value) of a dead letter, checked against the ledger: a whole
+    value by its raw bytes; a truncated one by size, SHA-1 and its first bytes."""
+    key, raw = row["source_key"], bytes(row["raw"])
+    if not row["truncated"]:
+        return key, digest(raw)
+    for version in ledger.versions.get(key, ()):
+        if (version.size, version.sha1) == (row["size"], row["digest"]) and (
+            version.raw.startswith(raw) and raw
+        ):
+            return key, version.digest
+    return key, "unmatched:" + row["digest"]
+
+
+async def present_values(client: aioredis.Redis, ledger: Ledger) -> dict[str, bytes | None]:
+    """Each key's value still in Redis; an oversized one (never read whole here) as its
+    recorded first bytes if it still has its size."""
+    huge = {k: vs[-1] for k, vs in ledger.versions.items() if vs[-1].oversized}
+    keys = [k for k in ledger.keys if k not in huge]
     found: dict[str, bytes | None] = {}
     for start in range(0, len(keys), 1000):
         chunk = keys[start : start + 1000]
         values = cast(list[bytes | None], await client.mget(chunk))
         found.update(zip(chunk, values, strict=True))
+    for key, version in huge.items():
+        found[key] = version.raw if await client.strlen(key) == version.size else None
     return found
 
 
@@ -133,7 +152,7 @@ def _versions(ledger: Ledger) -> Iterable[Version]:
 
 
 def _check_dead_letters(ledger: Ledger, state: FinalState, verdict: Verdict) -> None:
-    lettered = {(v.key, digest(v.raw)): v for v in _versions(ledger)}
+    lettered = {(v.key, v.digest): v for v in _versions(ledger)}
     for entry in state.dead:
         version = lettered.get(entry)
         if version is None:
@@ -146,7 +165,7 @@ def _check_dead_letters(ledger: Ledger, state: FinalState, verdict: Verdict) -> 
         if version.good:
             continue
         verdict.bad_checkpoints_written += 1
-        letter = (version.key, digest(version.raw))
+        letter = (version.key, version.digest)
         if letter not in state.dead and state.present.get(version.key) != version.raw:
             verdict.bad_checkpoints_lost += 1
             verdict.example("bad_lost", version.key)
@@ -159,7 +178,7 @@ def _unarchived(identity: Identity, ledger: Ledger, state: FinalState, verdict: 
         for v in ledger.versions[key]
         if identity in v.identities
     ]
-    if any((v.key, digest(v.raw)) in state.dead for v in holders):
+    if any((v.key, v.digest) in state.dead for v in holders):
         return
     if any(state.present.get(v.key) == v.raw for v in holders):
         verdict.pending += 1

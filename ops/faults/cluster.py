@@ -45,6 +45,10 @@ class Cluster:
         await servers.create_database(self.pg.dsn(), db, template=TEMPLATE, owner=servers.PG_OWNER)
         return self.pg.dsn(db)
 
+    def writer_url(self, database_url: str) -> str:
+        """The same database as the archiver's least-privilege login role (archiver_writer)."""
+        return self.pg.dsn(database_url.rsplit("/", 1)[1], user=servers.PG_WRITER)
+
     async def _template(self) -> None:
         await servers.drop_database(self.pg.dsn(), TEMPLATE)
         await servers.create_migrated_database(self.pg, TEMPLATE)

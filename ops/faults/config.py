@@ -53,6 +53,14 @@ class Windows:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+# Every scenario's archivers run with least privilege, as a deployment by the book does: the
+# Redis user of ops/redis-acl.conf (notifications set in redis.conf, no CONFIG SET) and a
+# PostgreSQL login role holding only archiver_writer. The harness itself connects as admin.
+REDIS_PASSWORD = "archiver-faults-password"
+NOTIFICATIONS = "notify-keyspace-events Ex$g"
+SHUTDOWN_TIMEOUT_S = 5.0
+
+
 def archiver_env(
     windows: Windows, redis_url: str, database_url: str, health_file: Path
 ) -> dict[str, str]:
@@ -68,4 +76,6 @@ def archiver_env(
         "ARCHIVER_PING_INTERVAL": "1s",
         "ARCHIVER_SELFTEST_TIMEOUT": "2s",
         "ARCHIVER_BATCH_WAIT": "0.02s",
+        "ARCHIVER_CONFIGURE_NOTIFICATIONS": "false",
+        "ARCHIVER_SHUTDOWN_TIMEOUT": f"{SHUTDOWN_TIMEOUT_S}s",
     }

@@ -21,7 +21,8 @@ Identity = tuple[str, str, str]
 
 @dataclass(frozen=True, slots=True)
 class Version:
-    """One value written under a checkpoint key; `good` if the archiver must decode it."""
+    """One value written under a checkpoint key; `good` if the archiver must decode it. A
+    value too large to keep here (`oversized`) is kept as its first bytes, size and SHA-1."""
 
     key: str
     raw: bytes
@@ -29,6 +30,16 @@ class Version:
     good: bool
     mode: str = ""
     at: float = 0.0
+    size: int = -1  # of the whole value, when `raw` holds only its first bytes
+    sha1: str = ""  # of the whole value, likewise
+
+    @property
+    def oversized(self) -> bool:
+        return self.size >= 0
+
+    @property
+    def digest(self) -> str:
+        return self.sha1 or digest(self.raw)
 
 
 def digest(raw: bytes) -> str:
@@ -77,6 +88,14 @@ class Ledger:
         version = Version(key, raw, frozenset(found), doc is not None, mode, time.time())
         self.versions.setdefault(key, []).append(version)
         self.modes[mode] += 1
+        return version
+
+    def record_oversized(self, key: str, head: bytes, size: int, sha1: str) -> Version:
+        """An acknowledged write of a value over the archiver's limit (built in Redis in
+        chunks: never whole here); it must be dead-lettered as its first bytes."""
+        version = Version(key, head, frozenset(), False, "oversized", time.time(), size, sha1)
+        self.versions.setdefault(key, []).append(version)
+        self.modes["oversized"] += 1
         return version
 
     def version(self, key: str, raw: bytes | None) -> Version | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -34,6 +35,43 @@ def _preexec() -> Callable[[], None] | None:
     return None
 
 
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), named in Python only from 3.10 on some builds
+PIPE_BYTES = 4096  # the smallest pipe Linux allows: a stalled reader blocks the writer at once
+
+
+class Relay:
+    """A reader of a process's stderr pipe that copies it to the process's log file, and that
+    can stop reading (`pause`), as a stuck log shipper or a paused pager does: the pipe
+    (shrunk to one page) fills and every further write of the process to it blocks."""
+
+    def __init__(self, pipe: IO[bytes], log_path: Path) -> None:
+        self.fd = pipe.fileno()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.fd, F_SETPIPE_SZ, PIPE_BYTES)
+        self.pipe = pipe
+        self.log_path = log_path
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.thread = threading.Thread(target=self._copy, name="relay", daemon=True)
+        self.thread.start()
+
+    def pause(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+    def _copy(self) -> None:
+        with self.log_path.open("ab", buffering=0) as log:
+            while True:
+                self.flowing.wait()
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    break
+                log.write(chunk)
+        self.pipe.close()
+
+
 @dataclass(slots=True)
 class Proc:
     """One `archiver` process; `killed` when we SIGKILLed it on purpose."""
@@ -43,6 +81,7 @@ class Proc:
     log_path: Path
     started: float = field(default_factory=time.monotonic)
     killed: bool = False
+    relay: Relay | None = None
 
     @property
     def pid(self) -> int:
@@ -72,9 +111,15 @@ class Proc:
 class Fleet:
     """The archiver processes of one scenario, each logging JSON lines to a file of its own."""
 
-    def __init__(self, workdir: Path, env: Callable[[str], dict[str, str]]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env: Callable[[str], dict[str, str]],
+        relayed: Callable[[str], bool] = lambda name: False,
+    ) -> None:
         self.workdir = workdir
         self.env = env
+        self.relayed = relayed  # processes whose stderr goes through a Relay
         self.procs: list[Proc] = []
         self.crashes: list[dict[str, Any]] = []
         self.kills = 0
@@ -84,6 +129,7 @@ class Fleet:
     def start(self, name: str, *args: str) -> Proc:
         self._count += 1
         log_path = self.workdir / f"{name}-{self._count:03d}.log"
+        relayed = self.relayed(name)
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "consumer", *(args or ("run",))],
@@ -91,12 +137,16 @@ class Fleet:
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.PIPE if relayed else subprocess.STDOUT,
                 preexec_fn=_preexec(),
             )
-        proc = Proc(name, popen, log_path)
+        relay = Relay(popen.stderr, log_path) if popen.stderr is not None else None
+        proc = Proc(name, popen, log_path, relay=relay)
         self.procs.append(proc)
         return proc
+
+    def relays(self) -> list[Relay]:
+        return [p.relay for p in self.procs if p.relay is not None]
 
     def running(self, name: str) -> Proc | None:
         for proc in reversed(self.procs):
@@ -144,7 +194,9 @@ class Fleet:
         self.start(name)
 
     def stop_all(self) -> None:
-        """SIGTERM every live process, then SIGKILL what is left; reap all."""
+        """SIGTERM every live process, then SIGKILL what is left; reap all; drain relays."""
+        for relay in self.relays():
+            relay.resume()
         live = [p for p in self.procs if p.alive]
         for proc in live:
             with contextlib.suppress(ProcessLookupError):
@@ -159,6 +211,8 @@ class Fleet:
         for proc in self.procs:
             if proc.popen.returncode is None:
                 proc.popen.wait(timeout=STOP_TIMEOUT_S)
+        for relay in self.relays():
+            relay.thread.join(timeout=STOP_TIMEOUT_S)
 
     def events(self) -> Iterator[dict[str, Any]]:
         """Every JSON log line of every process (a SIGKILL may cut the last line short)."""

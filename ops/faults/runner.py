@@ -17,9 +17,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from consumer import keys, producer
+from ops import redisacl
 from ops.faults import checker
 from ops.faults.cluster import Cluster
-from ops.faults.config import Windows, archiver_env
+from ops.faults.config import NOTIFICATIONS, REDIS_PASSWORD, Windows, archiver_env
 from ops.faults.ledger import Ledger
 from ops.faults.observer import Observer
 from ops.faults.procs import Fleet
@@ -29,9 +30,23 @@ from tests import servers
 Inject = Callable[["Run"], Awaitable[None]]
 
 
+async def _nothing(run: Run) -> None:
+    await asyncio.sleep(0)
+
+
+def _no_env(name: str) -> dict[str, str]:
+    return {}
+
+
+def _not_relayed(name: str) -> bool:
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """A fault and the workload it runs under."""
+    """A fault and the workload it runs under. `prepare` runs before the archivers start,
+    `cleanup` after the verdict; `env` adds to a process's environment by name, `relayed`
+    names the processes whose stderr goes through a Relay (a reader that can stall)."""
 
     name: str
     summary: str
@@ -44,8 +59,10 @@ class Scenario:
     flood: int = 0
     settle_s: float = 45.0
     rss_limit_kb: int = 0
-    env: tuple[tuple[str, str], ...] = ()  # more ARCHIVER_* settings for every process
-    writer: bool = False  # processes log in as the least-privilege archiver_writer role
+    prepare: Inject = _nothing
+    cleanup: Inject = _nothing
+    env: Callable[[str], dict[str, str]] = _no_env
+    relayed: Callable[[str], bool] = _not_relayed
 
 
 @dataclass(slots=True)
@@ -57,7 +74,7 @@ class Run:
     rng: random.Random
     seed: int
     workdir: Path
-    database_url: str
+    database_url: str  # the harness's (superuser); the archivers log in as embedded.PG_WRITER
     pg: servers.PostgresServer
     redis: servers.RedisServer
     client: aioredis.Redis
@@ -125,18 +142,22 @@ async def _run(
     cluster: Cluster, scenario: Scenario, quick: bool, seed: int, workdir: Path, result: Result
 ) -> None:
     database_url = await cluster.database(scenario.name)
+    least_privilege = (NOTIFICATIONS, redisacl.user_line(REDIS_PASSWORD))
     redis = cluster.redis(
-        scenario.name, appendonly=scenario.appendonly, extra_config=scenario.redis_config
+        scenario.name,
+        appendonly=scenario.appendonly,
+        extra_config=(*least_privilege, *scenario.redis_config),
     )
     client = aioredis.Redis.from_url(redis.url, socket_timeout=3, socket_connect_timeout=3)
     w = scenario.windows
-    url = _process_url(cluster, database_url) if scenario.writer else database_url
-    fleet = Fleet(
-        workdir / "procs",
-        lambda name: (
-            archiver_env(w, redis.url, url, workdir / f"{name}.health.json") | dict(scenario.env)
-        ),
-    )
+    redis_url = redisacl.url(redis.port, REDIS_PASSWORD)
+    writer_url = cluster.writer_url(database_url)
+
+    def env(name: str) -> dict[str, str]:
+        health_file = workdir / f"{name}.health.json"
+        return archiver_env(w, redis_url, writer_url, health_file) | scenario.env(name)
+
+    fleet = Fleet(workdir / "procs", env, scenario.relayed)
     prod = producer.Producer(ttl=w.ttl, archive_after=w.archive_after)
     run = Run(
         scenario, quick, random.Random(seed), seed, workdir, database_url, cluster.pg, redis,
@@ -145,17 +166,16 @@ async def _run(
     if not scenario.flood:
         run.writer = Writer(client, prod, run.ledger, run.rng, scenario.mix, seed)
     try:
+        await scenario.prepare(run)
         await _exercise(run, result)
     finally:
         fleet.stop_all()
         _heal(run)
-        await client.aclose()
-        redis.stop()
-
-
-def _process_url(cluster: Cluster, database_url: str) -> str:
-    """The scenario's database as the archiver's least-privilege login role."""
-    return cluster.pg.dsn(database_url.rsplit("/", 1)[1], user=servers.PG_WRITER)
+        try:
+            await scenario.cleanup(run)
+        finally:
+            await client.aclose()
+            redis.stop()
 
 
 def _heal(run: Run) -> None:
@@ -244,6 +264,10 @@ async def _judge(run: Run, observer: Observer, result: Result) -> None:
     if observer.expired:
         result.verdict.examples["expired"] = sorted(observer.expired)[: checker.EXAMPLES]
     result.checks["no_checkpoint_expired_unarchived"] = not observer.expired
+    denials = await acl_denials(run.client)
+    result.checks["no_acl_denials"] = not denials
+    if denials:
+        result.verdict.examples["acl_denials"] = denials[: checker.EXAMPLES]
     result.checks.update(run.checks)
     result.archive_work = checker.work_counts(run.fleet.events(), run.ledger)
     result.faults |= run.facts | {
@@ -261,6 +285,21 @@ async def _judge(run: Run, observer: Observer, result: Result) -> None:
         result.checks["peak_rss_within_limit"] = (
             0 < run.fleet.peak_rss_kb <= run.scenario.rss_limit_kb
         )
+
+
+async def acl_denials(client: aioredis.Redis) -> list[str]:
+    """Commands or keys the archiver's Redis user was refused (ACL LOG), as text."""
+    entries = await redis_command(client, "ACL", "LOG", 100) or []
+    found = []
+    for entry in entries:
+        fields = dict(zip(entry[::2], entry[1::2], strict=False))
+        if _text(fields.get(b"username", b"")) == redisacl.USER:
+            found.append(f"{_text(fields.get(b'reason'))}: {_text(fields.get(b'object'))}")
+    return found
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 async def redis_command(client: aioredis.Redis, *args: str | int) -> Any:

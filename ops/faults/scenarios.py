@@ -3,41 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Callable
-from typing import Any
 
-from ops.faults import hooks, retention
-from ops.faults.config import Windows
+from ops.faults import hooks, retention, surroundings
 from ops.faults.procs import Proc
 from ops.faults.runner import Run, Scenario, redis_command
-from ops.faults.workload import Mix
-
-FULL = Windows()  # ttl 20 s, archive after 10 s, sweep every 5 s
-QUICK = Windows(
-    ttl=10.0, archive_after=4.0, sweep_interval=3.0, claim_ttl=3.0, sweep_lease=6.0,
-    db_timeout=1.5, redis_timeout=1.5, db_retry_delay=0.3,
-)  # fmt: skip
-HANG_S = {False: 10.0, True: 5.0}
-MB = 1024
-
-
-def windows(quick: bool, **changes: float | int) -> Windows:
-    return (QUICK if quick else FULL).but(**changes)
-
-
-def mix(quick: bool, **changes: Any) -> Mix:
-    if quick:
-        base = Mix(conversations=60, checkpoints=(2, 4), duration=8.0)
-    else:
-        base = Mix(conversations=400, checkpoints=(2, 6), duration=30.0)
-    return dataclasses.replace(base, **changes)
-
-
-def _due_soon(run: Run) -> float:
-    """Seconds until checkpoints written at the start of the burst come due."""
-    return run.windows.archive_after + 1.0
-
+from ops.faults.shapes import HANG_S, MB, due_soon, mix, windows
 
 # --- kill9 ---------------------------------------------------------------------------------------
 
@@ -103,7 +74,7 @@ def kill9(quick: bool) -> Scenario:
 async def inject_pg_outage(run: Run) -> None:
     w = run.windows
     outage = 8.0 if run.quick else 20.0
-    await asyncio.sleep(_due_soon(run))
+    await asyncio.sleep(due_soon(run))
     run.pg.stop()
     await asyncio.sleep(outage)
     run.pg.start()
@@ -123,7 +94,7 @@ def pg_outage(quick: bool) -> Scenario:
 
 async def _pg_frozen(run: Run, hang: float) -> None:
     w = run.windows
-    await asyncio.sleep(_due_soon(run))
+    await asyncio.sleep(due_soon(run))
     run.pg.pause()
     try:
         await asyncio.sleep(hang)
@@ -167,7 +138,7 @@ def pg_hang_long(quick: bool) -> Scenario:
 
 async def inject_redis_hang(run: Run) -> None:
     hang = HANG_S[run.quick]
-    await asyncio.sleep(_due_soon(run))
+    await asyncio.sleep(due_soon(run))
     run.redis.pause()
     try:
         await asyncio.sleep(hang)
@@ -189,7 +160,7 @@ def redis_hang(quick: bool) -> Scenario:
 
 async def inject_redis_restart(run: Run) -> None:
     restarts = 1 if run.quick else 2
-    await asyncio.sleep(_due_soon(run))
+    await asyncio.sleep(due_soon(run))
     for _ in range(restarts):
         run.redis.restart()
         await asyncio.sleep(run.rng.uniform(2.0, 4.0))
@@ -251,7 +222,7 @@ async def inject_rewrites(run: Run) -> None:
     committed) and rewrite exactly the checkpoints they hold."""
     rounds = 3 if run.quick else 10
     rewritten = caught_rounds = 0
-    await asyncio.sleep(_due_soon(run) - 1.0)
+    await asyncio.sleep(due_soon(run) - 1.0)
     for _ in range(rounds):
         if not run.writing():
             break
@@ -351,9 +322,9 @@ def retention_kills(quick: bool) -> Scenario:
     return Scenario(
         "retention", "SIGKILL retention runs mid-way while archiving; the next run completes",
         windows(quick), mix(quick, duration=10.0 if quick else 30.0),
-        retention.inject_retention, settle_s=60.0, writer=True,
-        env=(("ARCHIVER_RETENTION_BATCH", str(retention.size(quick).batch)),
-             ("ARCHIVER_JOB_LEASE", "3s")),
+        retention.inject_retention, settle_s=60.0,
+        env=lambda name: {"ARCHIVER_RETENTION_BATCH": str(retention.size(quick).batch),
+                          "ARCHIVER_JOB_LEASE": "3s"},
     )  # fmt: skip
 
 
@@ -371,4 +342,5 @@ SCENARIOS: dict[str, Callable[[bool], Scenario]] = {
     "no_notifications": no_notifications,
     "timestamp_drift": timestamp_drift,
     "retention": retention_kills,
+    **surroundings.SCENARIOS,
 }

@@ -11,6 +11,7 @@ the consumer's events or the sweeper can arm. Every acknowledged write goes to t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import itertools
 import random
@@ -62,6 +63,8 @@ class Mix:
     bad: float = 0.02
     due_rewrite: float = 0.0
     ts_drift: float = 0.0
+    persistent: float = 0.0  # of the plain writes, the share without any TTL
+    months: tuple[int, ...] = ()  # month offsets of conversations' message times (default: now)
 
 
 @dataclass(slots=True)
@@ -75,6 +78,7 @@ class Conversation:
     last_ts: int = 0
     last_key: str | None = None
     last_doc: dict[str, Any] | None = None
+    shift_days: int | None = None  # message times this far from now (None: now, or 40 days ago)
 
 
 @dataclass(order=True, frozen=True, slots=True)
@@ -97,8 +101,10 @@ def _conversation_id(rng: random.Random, seed: int, i: int) -> str:
     return f"c{seed}-{i:05d}"
 
 
-def conversations(rng: random.Random, seed: int, n: int) -> list[Conversation]:
-    return [
+def conversations(
+    rng: random.Random, seed: int, n: int, months: tuple[int, ...] = ()
+) -> list[Conversation]:
+    found = [
         Conversation(
             cid=_conversation_id(rng, seed, i),
             tenant=rng.choice(("salon-madrid", "clinic-osaka", "garage-lyon")),
@@ -108,6 +114,9 @@ def conversations(rng: random.Random, seed: int, n: int) -> list[Conversation]:
         )
         for i in range(n)
     ]
+    for i, conv in enumerate(found if months else ()):
+        conv.shift_days = 31 * months[i % len(months)]  # every month gets conversations
+    return found
 
 
 def _content(rng: random.Random, n: int) -> object:
@@ -117,7 +126,8 @@ def _content(rng: random.Random, n: int) -> object:
 
 
 def add_messages(rng: random.Random, conv: Conversation, count: int) -> None:
-    base = datetime.now(UTC) - timedelta(days=rng.choice((0, 0, 0, 40)))
+    days = -rng.choice((0, 0, 0, 40)) if conv.shift_days is None else conv.shift_days
+    base = datetime.now(UTC) + timedelta(days=days)
     for _ in range(count):
         n = len(conv.messages)
         message: dict[str, Any] = {
@@ -214,7 +224,7 @@ class Writer:
         self.ledger = ledger
         self.rng = rng
         self.mix = mix
-        self.convs = conversations(rng, seed, mix.conversations)
+        self.convs = conversations(rng, seed, mix.conversations, mix.months)
         self.ops = schedule(rng, mix, len(self.convs))
         self.seq = itertools.count(len(self.ops))
         self.seed = seed
@@ -250,6 +260,8 @@ class Writer:
         conv.last_ts = max(int(time.time()), conv.last_ts + 1)
         key = self.producer.key(conv.cid, conv.last_ts)
         mode = "plain" if self.rng.random() < self.mix.plain else "producer"
+        if mode == "plain" and self.mix.persistent and self.rng.random() < self.mix.persistent:
+            mode = "persistent"
         await self.write(key, doc, mode)
         conv.last_key, conv.last_doc = key, doc
         self.owner[key] = target
@@ -298,6 +310,8 @@ class Writer:
         elif mode == "plain":
             ttl_ms = int(self.producer.ttl * 1000)
             await retrying(lambda: self.client.set(key, raw, px=ttl_ms))
+        elif mode == "persistent":  # no TTL at all: archived once ARCHIVE_AFTER old
+            await retrying(lambda: self.client.set(key, raw))
         self.ledger.record(key, raw, doc, mode)
 
 
@@ -368,4 +382,63 @@ async def _flood_expire(
             pipe.pexpireat(key, fire + buffer_ms)
             pipe.pexpireat(layout.shadow(key), fire)
             pipe.zadd(layout.deadlines, {key: fire})
+        await pipe.execute()
+
+
+# --- huge values -----------------------------------------------------------------------------
+
+HUGE_CHUNK = 4 * 1024 * 1024
+HUGE_HEAD = 64 * 1024  # what the archiver keeps of a value over its limit (archive.py)
+
+
+async def write_oversized(
+    client: aioredis.Redis, prod: producer.Producer, ledger: Ledger, key: str, size: int, seed: int
+) -> None:
+    """A value of `size` bytes that is no checkpoint at all, built in Redis in chunks (never
+    whole in this process) and put in place with TTL, shadow and deadline like a producer's."""
+    rng = random.Random(seed)
+    sha1 = hashlib.sha1(usedforsecurity=False)
+    head = b""
+    building = f"{key}:building"  # outside the checkpoint pattern: no event, no sweep
+    await client.delete(building)
+    for start in range(0, size, HUGE_CHUNK):
+        chunk = rng.randbytes(min(HUGE_CHUNK, size - start))
+        if not head:
+            chunk = b"\x00not a checkpoint\x00" + chunk[18:]
+            head = chunk[:HUGE_HEAD]
+        sha1.update(chunk)
+        await retrying(lambda c=chunk: client.append(building, c))  # type: ignore[misc]
+    await _put_in_place(client, prod, key, building)
+    ledger.record_oversized(key, head, size, sha1.hexdigest())
+
+
+async def write_large(
+    client: aioredis.Redis, prod: producer.Producer, ledger: Ledger, key: str, messages: int
+) -> int:
+    """A valid checkpoint of `messages` messages of about 250 bytes (tens of MB for 200,000),
+    written as a producer would; returns its size."""
+    conv = Conversation(key.rsplit(":", 2)[-2], "large-tenant", "cust-large", None, 0)
+    stamp = datetime.now(UTC)
+    conv.messages = [
+        {"id": f"l{i}", "role": ROLES[i % len(ROLES)], "content": f"{TEXTS[i % len(TEXTS)]} " * 5
+         + str(i), "timestamp": (stamp + timedelta(microseconds=i)).isoformat()}
+        for i in range(messages)
+    ]  # fmt: skip
+    doc = document(conv, messages)
+    raw = orjson.dumps(doc)
+    await retrying(lambda: prod.write(client, key, raw))
+    ledger.record(key, raw, doc, "large")
+    return len(raw)
+
+
+async def _put_in_place(
+    client: aioredis.Redis, prod: producer.Producer, key: str, building: str
+) -> None:
+    layout = prod.layout
+    due_ms = int((time.time() + prod.archive_after) * 1000)
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.rename(building, key)
+        pipe.pexpire(key, int(prod.ttl * 1000))
+        pipe.set(layout.shadow(key), b"", px=int(prod.archive_after * 1000))
+        pipe.zadd(layout.deadlines, {key: due_ms})
         await pipe.execute()

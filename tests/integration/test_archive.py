@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from consumer import checkpoints, model, producer, queries, service, store
+from consumer import checkpoints, model, producer, queries, service
 from tests.conftest import sample
 from tests.waiting import eventually
 
@@ -288,23 +288,6 @@ async def test_database_down_holds_checkpoints_and_retries_later(
 
     await eventually(archived_once_the_breaker_closes, what="archived after the outage")
     assert await db.fetchval("SELECT count(*) FROM conversation_history") == 4
-
-
-async def test_hold_never_exceeds_max_hold(parts: service.Parts, redis: aioredis.Redis) -> None:
-    old = time.time() - 30 - parts.settings.max_hold + 5  # expired 6h - 5s ago, by its key
-    key = P.key("old", old)
-    await redis.set(key, sample("basic.json"), px=1000)
-
-    async def down(
-        batch: Sequence[model.Checkpoint],
-        dead: Sequence[model.DeadLetter],
-        resolved: Sequence[int] = (),
-    ) -> dict[str, int]:
-        raise store.TRANSIENT[0]("database down")
-
-    parts.store.write = down  # type: ignore[method-assign]
-    await parts.archiver.archive([key], NOW_DUE)
-    assert 1000 < await redis.pttl(key) <= 6000
 
 
 async def test_a_message_id_is_one_row_even_if_its_timestamp_is_reserialised(

@@ -1,6 +1,8 @@
 """Short versions of the fault scenarios of `python -m ops.faults` (see ops/faults/):
 each runs a seeded workload against private servers while the fault is injected, then the
-oracle checks that nothing written was lost or duplicated."""
+oracle checks that nothing written was lost or duplicated. The archivers run as the Redis ACL
+user of ops/redis-acl.conf and the PostgreSQL role archiver_writer; pg_disk_full needs root
+(it mounts a small tmpfs), clock_skew libfaketime (Debian's faketime, `make servers`)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ SEED = 20261121
 IN_MAKE_TEST = (
     "kill9", "pg_outage", "pg_hang", "redis_hang", "redis_restart", "pubsub_killed",
     "replicas", "rewrite_race", "flood", "no_notifications", "retention",
+    "log_stall", "acl", "pg_least_privilege", "clock_skew", "pg_lock_timeout", "pg_disk_full",
+    "huge_payloads",
 )  # fmt: skip
 
 

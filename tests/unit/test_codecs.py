@@ -4,6 +4,7 @@ import base64
 import hashlib
 import os
 import pickle
+import pickletools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -752,6 +753,81 @@ def test_cyclic_pickle_is_refused() -> None:
 def test_broken_pickles_are_decode_errors(raw: bytes) -> None:
     with pytest.raises(DecodeError, match=r"^pickle payload|^payload"):
         decode_raw(raw, ALLOW_PICKLE)
+
+
+def test_a_pickle_of_millions_of_containers_is_refused_before_building_them() -> None:
+    """60 MB of EMPTY_DICT opcodes took 4.7 GB: the container limit stops it at once."""
+    raw = b"\x80\x04" + pickle.EMPTY_DICT * (codecs.PICKLE_MAX_CONTAINERS + 10) + pickle.STOP
+
+    with pytest.raises(DecodeError, match="containers"):
+        decode_raw(raw, ALLOW_PICKLE)
+
+
+def test_a_pickle_of_too_many_opcodes_is_refused() -> None:
+    raw = b"\x80\x04" + pickle.NONE * (codecs.PICKLE_MAX_OPCODES + 10) + pickle.STOP
+
+    with pytest.raises(DecodeError, match="opcodes"):
+        decode_raw(raw, ALLOW_PICKLE)
+
+
+COLLIDING = 2**61 - 1  # CPython hashes an int modulo this: its multiples all hash to 0
+
+
+class _SetOf:
+    """Pickles as `set(items)` (protocol 2's form) without building the set here."""
+
+    def __init__(self, items: list[int]) -> None:
+        self.items = items
+
+    def __reduce__(self) -> tuple[type[set[int]], tuple[list[int]]]:
+        return (set, (self.items,))
+
+
+def _with_set_opcodes(items: list[int]) -> bytes:
+    """The same checkpoint as protocol 4 writes a set (EMPTY_SET, MARK, items, ADDITEMS): the
+    list of a protocol-2 pickle turned into a set in place (no set is built here either)."""
+    raw = pickle.dumps(with_messages(seed(metadata={"s": items})), protocol=2)
+    ops = [(op, at or 0) for op, _, at in pickletools.genops(raw)]
+    start = next(i for i, (op, _) in enumerate(ops) if op.name == "EMPTY_LIST"
+                 and ops[i + 3][0].name == "LONG1")  # fmt: skip
+    patched = bytearray(raw)
+    patched[ops[start][1]] = pickle.EMPTY_SET[0]
+    for op, at in ops[start:]:
+        if op.name == "APPENDS":
+            patched[at] = pickle.ADDITEMS[0]
+        if op.name in ("SETITEM", "SETITEMS"):
+            break
+    return bytes(patched)
+
+
+@pytest.mark.timeout(60)  # quadratic before (40,000 items: 15 s; these: many minutes)
+@pytest.mark.parametrize("form", ["reduce", "opcodes"])
+def test_a_pickled_set_of_colliding_integers_is_not_hashed(form: str) -> None:
+    """A set is kept as a list: no item is hashed, so items chosen to collide cost nothing."""
+    colliding = [k * COLLIDING for k in range(1, 200_000)]
+    if form == "reduce":
+        raw = pickle.dumps(with_messages(seed(metadata={"s": _SetOf(colliding)})), protocol=2)
+    else:
+        raw = _with_set_opcodes(colliding)
+
+    with pytest.raises(DecodeError, match="no JSON form"):  # beyond 64 bits: refused after
+        decode_raw(raw, ALLOW_PICKLE)
+
+
+def test_a_pickled_dict_with_keys_that_are_not_strings_is_refused_at_once() -> None:
+    raw = pickle.dumps(with_messages(seed(metadata={k * COLLIDING: 1 for k in range(1, 50)})))
+
+    with pytest.raises(DecodeError, match="a dict key is not a string"):
+        decode_raw(raw, ALLOW_PICKLE)
+
+
+@pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
+def test_pickled_sets_become_their_distinct_items_sorted(protocol: int) -> None:
+    metadata = {"s": {3, 1, 2}, "f": frozenset({"b", "a"}), "empty": set()}
+    raw = pickle.dumps(with_messages(seed(metadata=metadata)), protocol=protocol)
+
+    (message,) = decode_raw(raw, ALLOW_PICKLE).messages
+    assert message.metadata == {"s": [1, 2, 3], "f": ["a", "b"], "empty": []}
 
 
 # --- properties ----------------------------------------------------------------------------------

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import threading
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
-from consumer import logs
+from consumer import logs, metrics
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +29,7 @@ def _lines(level: str = "info") -> tuple[io.TextIOWrapper, structlog.typing.Filt
 
 
 def _read(stream: io.TextIOWrapper) -> list[dict[str, object]]:
-    stream.flush()
+    assert logs.flush()
     raw = stream.buffer.getvalue()  # type: ignore[attr-defined]
     return [json.loads(line) for line in raw.decode().splitlines()]
 
@@ -97,5 +99,66 @@ def test_info_lines_on_a_console_go_through_structlog() -> None:
     stream = io.StringIO()
     logs.configure("info", "console", stream=stream)
     logs.info_lines(structlog.get_logger("test"), "checkpoint.archived", [{"key": "k:1"}])
+    assert logs.flush()
     assert "checkpoint.archived" in stream.getvalue()
     assert "k:1" in stream.getvalue()
+
+
+class _StalledReader:
+    """A stream whose reader has stopped reading: every write blocks until `resume`."""
+
+    def __init__(self) -> None:
+        self.moving = threading.Event()
+        self.written: list[bytes] = []
+
+    def __call__(self, data: bytes) -> None:
+        self.moving.wait(timeout=30)
+        self.written.append(data)
+
+
+def _lines_of(chunks: list[bytes]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in b"".join(chunks).splitlines()]
+
+
+def test_a_stalled_reader_never_blocks_the_writer_and_drops_are_counted() -> None:
+    reader = _StalledReader()
+    before = metrics.LOG_LINES_DROPPED._value.get()
+    sink = logs.Sink(reader, 1000, logs._dropped_line(True, io.StringIO()))
+    line = b'{"event": "checkpoint.archived", "key": "' + b"k" * 80 + b'"}\n'
+    for _ in range(200):  # 20 KB against a 1 KB queue: returns at once, nothing waits
+        sink.write(line)
+    dropped = metrics.LOG_LINES_DROPPED._value.get() - before
+    assert 180 <= dropped < 200
+
+    reader.moving.set()
+    assert sink.wait_written(10)
+    written = _lines_of(reader.written)
+    assert written[-1]["event"] == "logs.dropped"
+    assert written[-1]["lines"] == dropped
+    assert len(written) - 1 + dropped == 200
+    sink.close(1)
+
+
+def test_the_queue_is_bounded_in_bytes_not_lines() -> None:
+    reader = _StalledReader()
+    sink = logs.Sink(reader, 10_000, logs._dropped_line(True, io.StringIO()))
+    for _ in range(5):
+        sink.write(b"x" * 3000 + b"\n")  # the first goes to the writer, three fit, one is dropped
+    reader.moving.set()
+    assert sink.wait_written(10)
+    kept = [line for line in b"".join(reader.written).splitlines() if line.startswith(b"x")]
+    assert len(kept) == 3
+    sink.close(1)
+
+
+def test_stdlib_logging_warnings_go_through_the_sink() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers.clear()
+    try:
+        stream, _ = _lines()
+        logging.getLogger("asyncpg.pool").warning("connection lost")
+        (line,) = _read(stream)
+        assert (line["event"], line["level"]) == ("connection lost", "warning")
+    finally:
+        root.handlers[:] = saved

