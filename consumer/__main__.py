@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from consumer.cli import main
+from consumer.cli.main import main
 
 main(prog_name="archiver")

@@ -22,7 +22,6 @@ from rich.text import Text
 
 from consumer import (
     connection,
-    exits,
     health,
     heartbeat,
     keys,
@@ -33,6 +32,7 @@ from consumer import (
     times,
     urls,
 )
+from consumer.cli import exits
 from consumer.settings import Settings
 
 FILE_EVERY_S = service.HEALTH_EVERY_S

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from consumer import embedded
+from consumer.demo import embedded
 
 CHUNK = 64 * 1024
 

@@ -17,7 +17,7 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
-from consumer import display
+from consumer.demo import display
 
 
 def percentile(values: Sequence[float], q: float) -> float:

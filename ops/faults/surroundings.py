@@ -20,7 +20,7 @@ from datetime import datetime
 
 import asyncpg
 
-from consumer import embedded
+from consumer.demo import embedded
 from ops.disk import TmpfsTablespace
 from ops.faults.config import SHUTDOWN_TIMEOUT_S
 from ops.faults.procs import Proc

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from consumer import producer, workload
+from consumer import producer
+from consumer.demo import workload
 
 
 async def test_workload_writes_every_checkpoint_with_or_without_a_shadow(

@@ -1,4 +1,4 @@
-"""The conventions every `archiver` command follows (see the top of consumer/cli.py): one error
+"""The conventions every `archiver` command follows (see consumer/cli/__init__.py): one error
 handler and its exit codes, --json wherever data is printed, typed options named in errors,
 options of a group given after its sub-command, and warnings for misspelt variables. A command
 added later is held to them by these tests without any change here."""
@@ -16,7 +16,9 @@ import redis.exceptions as redis_errors
 import structlog
 from click.testing import CliRunner, Result
 
-from consumer import cli, commands, exceptions, exits, options, settings
+from consumer import exceptions, settings
+from consumer.cli import commands, exits, options
+from consumer.cli import main as cli
 from tests.unit.test_docs_tables import ALL, RUNNABLE
 
 PRINTS_NO_DATA = {("run",), ("demo",)}  # logs, or the demo's own show

@@ -12,7 +12,8 @@ import pytest
 import structlog
 from click.testing import CliRunner, Result
 
-from consumer import cli, health, service, settings
+from consumer import health, service, settings
+from consumer.cli import main as cli
 
 COMMANDS = [
     "run",

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from rich.console import Console
 
-from consumer import display
+from consumer.demo import display
 
 INF = math.inf
 

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 import click
 import pytest
 
-from consumer import cli, exits, options, settings
+from consumer import settings
+from consumer.cli import exits, options
+from consumer.cli import main as cli
 from tests.docs import OPERATIONS, README, table
 
 

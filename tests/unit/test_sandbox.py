@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from consumer import sandbox
+from consumer.demo import sandbox
 
 
 def record(folder: Path, pid: int, marker: str, temporary: list[Path] | None = None) -> None:

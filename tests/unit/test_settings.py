@@ -222,7 +222,7 @@ def test_config_error_is_an_archiver_error() -> None:
 
 
 def test_every_field_declares_the_commands_that_use_it() -> None:
-    from consumer import cli
+    from consumer.cli import main as cli
 
     known = set(cli.main.commands)
     for name, info in settings.Settings.model_fields.items():

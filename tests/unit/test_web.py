@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from consumer import embedded, health, settings, web
+from consumer import health, settings, web
+from consumer.demo import embedded
 
 TIMEOUT = 1.0
 HALF_SENT = 200

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from consumer import codecs, workload
+from consumer import codecs
+from consumer.demo import workload
 from consumer.exceptions import DecodeError
 
 KEY_TIME = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -29,21 +29,9 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from rich.console import Console
 
-from consumer import (
-    commands,
-    display,
-    embedded,
-    exceptions,
-    logs,
-    metrics,
-    migrate,
-    options,
-    producer,
-    sandbox,
-    service,
-    settings,
-    workload,
-)
+from consumer import exceptions, logs, metrics, migrate, producer, service, settings
+from consumer.cli import commands, options
+from consumer.demo import display, embedded, sandbox, workload
 
 READY_S = 30.0
 SHUTDOWN_S = 20.0

@@ -22,7 +22,8 @@ from typing import Any, NoReturn
 
 import click
 
-from consumer import exits, settings, terminal
+from consumer import settings, terminal
+from consumer.cli import exits
 
 DEBUG = "archiver.debug"
 ALLOWED_PREFIXES = ("ARCHIVER_TEST_",)  # the test and demo harnesses' own variables

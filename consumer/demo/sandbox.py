@@ -18,7 +18,8 @@ from pathlib import Path
 
 import orjson
 
-from consumer import embedded, exceptions
+from consumer import exceptions
+from consumer.demo import embedded
 
 MARKER = ".archiver-demo"
 STATE = "servers.json"
