@@ -1,4 +1,7 @@
-"""The SQL the archiver runs: named blocks of sql/queries.sql and the numbered migrations."""
+"""The SQL the archiver runs: named blocks of sql/queries*.sql and the numbered migrations.
+
+Each capability keeps its named queries in its own file (queries.sql for archiving,
+queries_<capability>.sql for the others); a name is unique across all of them."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pathlib import Path
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
+_QUERIES = re.compile(r"^queries(_\w+)?\.sql$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +32,22 @@ def sql_dir() -> Traversable:
     return Path(__file__).resolve().parent.parent / "sql"
 
 
+def query_files() -> list[Traversable]:
+    """sql/queries.sql and every sql/queries_<capability>.sql, by name."""
+    return sorted((e for e in sql_dir().iterdir() if _QUERIES.match(e.name)), key=lambda e: e.name)
+
+
 @cache
 def named() -> dict[str, str]:
-    """Every `-- name: X` block of queries.sql, by name."""
-    text = (sql_dir() / "queries.sql").read_text(encoding="utf-8")
-    parts = _NAME.split(text)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    """Every `-- name: X` block of the query files, by name; a name declared twice is an error."""
+    found: dict[str, str] = {}
+    for entry in query_files():
+        parts = _NAME.split(entry.read_text(encoding="utf-8"))
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in found:
+                raise KeyError(f"query {name!r} is declared twice (again in {entry.name})")
+            found[name] = body.strip()
+    return found
 
 
 def get(name: str) -> str:
