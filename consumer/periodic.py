@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 
-from consumer import exceptions, jobs, partitions, retention
+from consumer import erasure, exceptions, jobs, partitions, retention
 from consumer.settings import Settings
 
 
@@ -27,6 +27,12 @@ def registered(s: Settings) -> tuple[jobs.Job, ...]:
             s.retention_schedule,
             functools.partial(retention.apply, gate=retention.NO_COLD_TIER),
             "deletes what each tenant's retention policy lets go",
+        ),
+        jobs.Job(
+            "erasure",
+            s.erasure_schedule,
+            erasure.resume_unfinished,
+            "resumes unfinished erasures (a crashed `archiver erase`) to completion",
         ),
     )
 

@@ -8,7 +8,14 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer import exceptions, urls
@@ -43,13 +50,15 @@ RUN = ("run",)
 SWEEP = ("run", "sweep")
 BROWSE = ("history", "conversations", "dead-letters")
 LIFECYCLE = ("retention", "jobs", "partitions")
-DB = ("run", "sweep", "migrate", "status", "health", *BROWSE, *LIFECYCLE)
-DECODE = ("run", "sweep", "dead-letters")
+ERASE = ("erase", "erasures")
+DB = ("run", "sweep", "migrate", "status", "health", *BROWSE, *LIFECYCLE, *ERASE)
+DECODE = ("run", "sweep", "dead-letters", "erase")
 KEYS = (*DECODE, "status", "health")
-REDIS = ("run", "sweep", "status", "health")
+REDIS = ("run", "sweep", "status", "health", "erase")
 ALL = ("run", "sweep", "migrate", "status", "check", *BROWSE)
-LOGS = (*ALL, "health", *LIFECYCLE)
+LOGS = (*ALL, "health", *LIFECYCLE, *ERASE)
 JOBS = ("run", "retention", "jobs")
+ERASURE_JOB = ("run", "jobs")
 
 
 def _opt(default: Any, help: str, commands: tuple[str, ...] = SWEEP, **limits: Any) -> Any:
@@ -174,7 +183,34 @@ class Settings(BaseSettings):
         5, "Plain DETACH attempts before a month is deleted in batches instead.", JOBS, ge=1
     )
 
-    @field_validator("partitions_schedule", "retention_schedule")
+    # --- erasure (consumer/fences.py, consumer/erasure/) ---
+    erasure_key: SecretStr | None = _opt(
+        None,
+        "Secret of the keyed hash (HMAC-SHA256) that names erased subjects; at least 16"
+        " characters. Required to erase; the archiver needs it once any erasure exists. Give it"
+        " in the environment, not as a flag (a command line is visible to every local user).",
+        (*DECODE, "jobs"),
+        min_length=16,
+    )
+    erasure_schedule: str = _opt(
+        "*/10 * * * *", "When unfinished erasures are resumed (cron, UTC; `off`: never).",
+        ERASURE_JOB,
+    )  # fmt: skip
+    erasure_batch: int = _opt(
+        5000,
+        "Rows per erasure delete batch (one short transaction each).",
+        (*ERASURE_JOB, "erase"),
+        ge=1,
+    )
+
+    @property
+    def erasure_secret(self) -> bytes | None:
+        """ARCHIVER_ERASURE_KEY as bytes (None: unset)."""
+        if self.erasure_key is None:
+            return None
+        return self.erasure_key.get_secret_value().encode("utf-8")
+
+    @field_validator("partitions_schedule", "retention_schedule", "erasure_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
         if value.strip().lower() in OFF or croniter.is_valid(value):
