@@ -127,3 +127,9 @@ async def parts(make_settings: MakeSettings) -> AsyncIterator[service.Parts]:
 
 def sample(name: str) -> bytes:
     return (SAMPLES / name).read_bytes()
+
+
+@pytest.fixture
+def api_database_url(pg_server: servers.PostgresServer, admin_database_url: str) -> str:
+    """The same database as the History API's login role (holds only archiver_api)."""
+    return pg_server.dsn(admin_database_url.rsplit("/", 1)[1], user=servers.PG_API)
