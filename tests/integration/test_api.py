@@ -208,24 +208,27 @@ ENDPOINTS = ["/v1/conversations", "/v1/conversations/a1/messages", "/v1/customer
              "/v1/users/u1/profile"]  # fmt: skip
 
 
-@pytest.mark.parametrize("path", ENDPOINTS)
-@pytest.mark.parametrize("who", ["", "revoked", "expired", "unknown"])
-async def test_no_valid_key_is_401(api: Api, path: str, who: str) -> None:
-    headers = {"Authorization": f"Bearer {api.keys.get(who, apikeys.generate())}"} if who else {}
-    response = await api.client.get(path, headers=headers)
-    _problem(response, 401)
-    assert response.headers["www-authenticate"].startswith("Bearer")
-    assert apikeys.KEY_PREFIX not in response.text  # never echoed
+async def test_no_valid_key_is_401(api: Api) -> None:
+    for path in ENDPOINTS:
+        for who in ["", "revoked", "expired", "unknown"]:
+            key = api.keys.get(who, apikeys.generate())
+            headers = {"Authorization": f"Bearer {key}"} if who else {}
+            response = await api.client.get(path, headers=headers)
+            _problem(response, 401)
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            assert apikeys.KEY_PREFIX not in response.text  # never echoed
 
 
-@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer  ", "cak_x"])
-async def test_a_malformed_authorization_is_401(api: Api, header: str) -> None:
-    _problem(await api.client.get("/v1/conversations", headers={"Authorization": header}), 401)
+async def test_a_malformed_authorization_is_401(api: Api) -> None:
+    for header in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer  ", "cak_x", "Bearer \u00e9t\u00e9"]:
+        raw = {b"Authorization": header.encode("latin-1")}  # as it comes over the wire
+        response = await api.client.get("/v1/conversations", headers=raw)
+        _problem(response, 401)
 
 
-@pytest.mark.parametrize("path", ENDPOINTS)
-async def test_a_key_without_the_read_scope_is_403(api: Api, path: str) -> None:
-    _problem(await api.get(path, "erase-only"), 403)
+async def test_a_key_without_the_read_scope_is_403(api: Api) -> None:
+    for path in ENDPOINTS:
+        _problem(await api.get(path, "erase-only"), 403)
 
 
 # --- isolation -----------------------------------------------------------------------------------
@@ -271,33 +274,31 @@ async def test_a_python_bug_naming_another_tenant_still_reads_nothing_of_it(api:
 # --- bad input -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("path", "query", "status"),
-    [
-        ("/v1/conversations", {"tenant_id": "tenant-b"}, 400),
-        ("/v1/conversations", {"limit": "0"}, 422),
-        ("/v1/conversations", {"limit": "501"}, 422),
-        ("/v1/conversations", {"limit": "ten"}, 422),
-        ("/v1/conversations", {"cursor": "not-a-cursor"}, 400),
-        ("/v1/conversations", {"cursor": "!!"}, 422),
-        ("/v1/conversations", {"customer_id": "x\x00y"}, 422),
-        ("/v1/conversations", {"user_id": "u" * 257}, 422),
-        ("/v1/conversations", {"since": "2026-11-02T12:00:00"}, 422),  # no zone
-        ("/v1/conversations", {"since": "9999-12-31T23:00:00-05:00"}, 422),  # past year 9999
-        ("/v1/conversations", {"until": "yesterday"}, 422),
-        ("/v1/conversations/a1/messages", {"since": "2026-11-02T00:00:00Z"}, 400),
-        ("/v1/users/u1/profile", {"limit": "5"}, 400),
-        ("/v1/conversations/a%01b/messages", {}, 422),
-        ("/v1/conversations/" + "c" * 300 + "/messages", {}, 422),
-        ("/v1/customers/%7F/messages", {}, 422),
-        ("/v1/users/%00/profile", {}, 422),
-        ("/v1/nothing", {}, 404),
-    ],
-)
-async def test_bad_input_is_a_problem_never_a_500(
-    api: Api, path: str, query: dict[str, str], status: int
-) -> None:
-    _problem(await api.get(path, **query), status)
+BAD_INPUT: list[tuple[str, dict[str, str], int]] = [
+    ("/v1/conversations", {"tenant_id": "tenant-b"}, 400),
+    ("/v1/conversations", {"limit": "0"}, 422),
+    ("/v1/conversations", {"limit": "501"}, 422),
+    ("/v1/conversations", {"limit": "ten"}, 422),
+    ("/v1/conversations", {"cursor": "not-a-cursor"}, 400),
+    ("/v1/conversations", {"cursor": "!!"}, 422),
+    ("/v1/conversations", {"customer_id": "x\x00y"}, 422),
+    ("/v1/conversations", {"user_id": "u" * 257}, 422),
+    ("/v1/conversations", {"since": "2026-11-02T12:00:00"}, 422),  # no zone
+    ("/v1/conversations", {"since": "9999-12-31T23:00:00-05:00"}, 422),  # past year 9999
+    ("/v1/conversations", {"until": "yesterday"}, 422),
+    ("/v1/conversations/a1/messages", {"since": "2026-11-02T00:00:00Z"}, 400),
+    ("/v1/users/u1/profile", {"limit": "5"}, 400),
+    ("/v1/conversations/a%01b/messages", {}, 422),
+    ("/v1/conversations/" + "c" * 300 + "/messages", {}, 422),
+    ("/v1/customers/%7F/messages", {}, 422),
+    ("/v1/users/%00/profile", {}, 422),
+    ("/v1/nothing", {}, 404),
+]
+
+
+async def test_bad_input_is_a_problem_never_a_500(api: Api) -> None:
+    for path, query, status in BAD_INPUT:
+        _problem(await api.get(path, **query), status)
 
 
 async def test_a_parameter_given_twice_is_400(api: Api) -> None:
