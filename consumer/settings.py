@@ -208,10 +208,12 @@ class Settings(BaseSettings):
         None,
         "Cold tier: file:///path or s3://bucket/prefix (unset: no cold tier; retention's"
         " `export` policies keep every row).",
-        COLD,
+        (*COLD, "erase"),
     )
     s3_endpoint_url: str | None = _opt(
-        None, "S3-compatible server for an s3:// cold tier, e.g. http://minio:9000.", COLD
+        None,
+        "S3-compatible server for an s3:// cold tier, e.g. http://minio:9000.",
+        (*COLD, "erase"),
     )
     cold_schedule: str = _opt(
         "0 3 1 * *", "When the cold tier exports past months (cron, UTC; `off`: never).", COLD

@@ -76,6 +76,23 @@ BEGIN
 END;
 $$;
 
+-- Whether a row belongs to the subject of an erasure in progress (stamped at or before its
+-- requested_at): what a restore from the cold tier leaves out (queries_cold.sql,
+-- cold_restore_insert), until the erasure's cold step has rewritten the files without it.
+CREATE FUNCTION archiver_erasing(
+    tenant text, customer text, usr text, conversation text, ts timestamptz
+) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM erasures e JOIN erasure_work w ON w.erasure_id = e.id
+        WHERE e.tenant_id = tenant AND e.status <> 'completed' AND ts <= e.requested_at
+          AND ((e.kind = 'customer' AND w.subject = customer)
+               OR (e.kind = 'user' AND w.subject = usr)
+               OR (e.kind = 'conversation' AND w.subject = conversation)
+               OR conversation = ANY(w.conversations))
+    )
+$$;
+
 -- The archiver's role deletes nothing itself: an erasure's PostgreSQL step asks these functions
 -- of the migration owner (SECURITY DEFINER, fixed search_path), which delete only for an
 -- erasure that is recorded and not completed, only in its tenant and only what is stamped at

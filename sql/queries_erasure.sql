@@ -139,3 +139,11 @@ SELECT table_name::text AS place,
                            false, true, '')))[1]::text::bigint AS n
 FROM cols
 ORDER BY 1;
+
+-- name: erasure_cold_left
+-- DuckDB, over the cold tier's current files (consumer/cold/query.py's view): the subject's rows
+-- stamped at or before the erasure. Parameters: tenant, requested_at, customer, user (NULL
+-- unless that kind), the subject's conversations.
+SELECT count(*) FROM conversation_history
+WHERE tenant_id = ? AND "timestamp" <= ?
+  AND (customer_id = ? OR user_id = ? OR list_contains(?, conversation_id))

@@ -302,7 +302,8 @@ async def _postgres_step(
 
 
 async def _cold_step(where: Surroundings, e: Erasure, subject: subjects.Subject) -> dict[str, Any]:
-    return await cold.erase()
+    async with where.pool.acquire() as conn:
+        return await cold.erase(conn, where.settings, subject)
 
 
 _STEPS: dict[str, Callable[[Surroundings, Erasure, subjects.Subject], Awaitable[dict[str, Any]]]]
@@ -336,7 +337,7 @@ async def verify(where: Surroundings, erasure_id: int, subject: str | None = Non
     places: dict[str, Any] = {"redis_checkpoints": len(await redis_side.find(where.scope, target))}
     async with where.pool.acquire() as conn:
         places |= await postgres_side.left(conn, target, where.reader)
-    places |= await cold.left()
+    places |= await cold.left(where.settings, target)
     log.info("erasure.verified", erasure=e.id, subject=e.subject_hash, **_flat(places))
     return Verification(e, places)
 
@@ -363,7 +364,7 @@ async def preview(where: Surroundings, tenant: str, kind: str, subject: str) -> 
         target = subjects.Subject(tenant, kind, subject, now, frozenset(owned))
         places = await postgres_side.left(conn, target, where.reader)
     places["redis_checkpoints"] = len(await redis_side.find(where.scope, target))
-    return places | await cold.left()
+    return places | await cold.left(where.settings, target)
 
 
 async def resume_unfinished(ctx: jobs.Context) -> jobs.Counts:
