@@ -317,23 +317,16 @@ async def scan_page(cp: Checkpoints, cursor: int, count: int) -> tuple[int, list
     return int(cursor), [k for k in named if cp.layout.is_checkpoint(k)]
 
 
-async def sizes(cp: Checkpoints, keys_: Sequence[str]) -> list[int]:
-    """Each key's value size in bytes (STRLEN, pipelined; 0 for a key gone or not a string)."""
-    async with cp.client.pipeline(transaction=False) as pipe:
-        for key in keys_:
-            pipe.strlen(key)
-        replies = await pipe.execute(raise_on_error=False)
-    return [r if isinstance(r, int) else 0 for r in replies]
-
-
-async def values(cp: Checkpoints, keys_: Sequence[str]) -> list[bytes | None]:
-    """The values of `keys_` (GET, pipelined); None for a key gone or not a string. The caller
-    bounds the bytes asked for at once (by `sizes`)."""
-    async with cp.client.pipeline(transaction=False) as pipe:
-        for key in keys_:
-            pipe.get(key)
-        replies = await pipe.execute(raise_on_error=False)
-    return [r if isinstance(r, bytes) else None for r in replies]
+async def read_page(
+    cp: Checkpoints, keys_: Sequence[str], limit: int, budget: int
+) -> list[bytes | int | None]:
+    """The values of `keys_` in one call (consumer/lua/erasure_read.lua): each value, or its
+    size when not read (over `limit`, or past `budget` bytes: read it alone), or None if gone
+    or not a string."""
+    if not keys_:
+        return []
+    reply = await _script(cp, "erasure_read")(keys=list(keys_), args=[limit, budget])
+    return [r if isinstance(r, bytes | int) else None for r in reply]
 
 
 async def chunks_of(cp: Checkpoints, key: str, size: int) -> list[bytes]:
@@ -359,7 +352,7 @@ async def erase(cp: Checkpoints, read: Sequence[tuple[str, str]]) -> list[int]:
             for k in (key, layout.shadow(key), layout.claim(key), layout.held(key))
         ]  # fmt: skip
         batches.append((keys_, [sha for _, sha in chunk]))
-    script = _erase_script(cp)
+    script = _script(cp, "erase")
     replies: list[Any] = []
     async with cp.client.pipeline(transaction=False) as pipe:
         for keys_, args in batches:
@@ -370,7 +363,7 @@ async def erase(cp: Checkpoints, read: Sequence[tuple[str, str]]) -> list[int]:
     return [int(r) for r in replies]
 
 
-def _erase_script(cp: Checkpoints) -> AsyncScript:
-    if "erase" not in cp._scripts:
-        cp._scripts["erase"] = cp.client.register_script(lua("erase"))
-    return cp._scripts["erase"]
+def _script(cp: Checkpoints, name: str) -> AsyncScript:
+    if name not in cp._scripts:
+        cp._scripts[name] = cp.client.register_script(lua(name))
+    return cp._scripts[name]

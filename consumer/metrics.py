@@ -100,4 +100,3 @@ ERASED = Counter(
     "archiver_messages_erased",
     "Messages of erased subjects the archive path refused (stamped at or before the erasure).",
 )
-ERASURES = Counter("archiver_erasures", "Erasure steps completed, by step.", ["step"])

@@ -47,7 +47,6 @@ from consumer import (
     fences,
     jobs,
     keys,
-    metrics,
     queries,
     store,
     terminal,
@@ -259,7 +258,6 @@ async def _step(where: Surroundings, e: Erasure) -> None:
             queries.get("erasure_step_done"), e.id, orjson.dumps(counts).decode(), e.step,
             NEXT[e.step],
         )  # fmt: skip
-    metrics.ERASURES.labels(step=e.step).inc()
     log.info("erasure.step", erasure=e.id, subject=e.subject_hash, step=e.step, **_flat(counts))
 
 

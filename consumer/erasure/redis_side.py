@@ -72,32 +72,26 @@ async def _erase_keys(scope: Scope, subject: subjects.Subject, read: list[tuple[
 async def _judge(
     scope: Scope, subject: subjects.Subject, page: Sequence[str]
 ) -> list[tuple[str, str]]:
-    """The subject's keys among `page`, with the SHA-1 of the value each was judged by."""
-    if not page:
-        return []
+    """The subject's keys among `page`, with the SHA-1 of the value each was judged by. The
+    page's values come in one call, within ARCHIVER_BATCH_BYTES; a value past that budget is
+    read alone, one over ARCHIVER_MAX_PAYLOAD in chunks."""
     found: list[tuple[str, str]] = []
-    group: list[str] = []
-    size = 0
-    for key, length in zip(page, await checkpoints.sizes(scope.redis, page), strict=True):
-        if length > scope.max_payload:
-            found += await _judge_oversized(scope, subject, key, length)
+    read = await checkpoints.read_page(scope.redis, page, scope.max_payload, scope.group_bytes)
+    pairs = [(k, v) for k, v in zip(page, read, strict=True) if isinstance(v, bytes)]
+    found += await _judge_values(scope, subject, pairs)
+    for key, size in zip(page, read, strict=True):
+        if isinstance(size, bytes) or size is None:
             continue
-        if group and size + length > scope.group_bytes:
-            found += await _judge_group(scope, subject, group, size)
-            group, size = [], 0
-        group.append(key)
-        size += length
-    return found + await _judge_group(scope, subject, group, size)
+        if size > scope.max_payload:
+            found += await _judge_oversized(scope, subject, key, size)
+        else:
+            found += await _judge(scope, subject, [key])
+    return found
 
 
-async def _judge_group(
-    scope: Scope, subject: subjects.Subject, group: list[str], size: int
+async def _judge_values(
+    scope: Scope, subject: subjects.Subject, pairs: list[tuple[str, bytes]]
 ) -> list[tuple[str, str]]:
-    if not group:
-        return []
-    read = await checkpoints.values(scope.redis, group)
-    pairs = [(k, v) for k, v in zip(group, read, strict=True) if v is not None]
-
     def judge() -> list[tuple[str, str]]:
         return [
             (key, checkpoints.digest(value))
@@ -105,6 +99,7 @@ async def _judge_group(
             if scope.reader.belongs(subject, key, value)
         ]
 
+    size = sum(len(v) for _, v in pairs)
     return await asyncio.to_thread(judge) if size > DECODE_INLINE_BYTES else judge()
 
 

@@ -3,6 +3,7 @@ not, is one of its own."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +13,9 @@ from consumer import codecs, exceptions, fences, keys, model
 # A subject id is matched in bytes that cannot be decoded as a whole word: not inside a longer
 # id ("c1" is not found in "c12"), the characters ids are commonly made of counting as inside.
 _WORD = rb"A-Za-z0-9_.@\-"
+# Characters a JSON encoder may escape (or a pickle store otherwise): ids holding one are
+# never ruled out by a byte search.
+_ESCAPED = re.compile(r"[^A-Za-z0-9_.@:+=#~ -]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,16 @@ class Subject:
             return False
         return not c.messages or min(m.timestamp for m in c.messages) <= self.requested_at
 
+    def may_hold(self, raw: bytes, conversation: str | None) -> bool:
+        """False only if the value cannot be the subject's: its key names none of the
+        subject's conversations and its bytes hold neither the subject's id nor one of them
+        (ids that JSON or a pickle could store otherwise than as their UTF-8 bytes are always
+        looked at). Spares decoding every checkpoint of everyone else."""
+        if conversation is not None and conversation in self.conversation_ids:
+            return True
+        found = _needles(self.id, self.conversation_ids)
+        return found is None or found.search(raw) is not None
+
     def mentions(self, raw: bytes, conversation: str | None, default_tenant: str) -> bool:
         """Bytes that cannot be decoded (or only a value's first bytes): the subject's if they
         hold its tenant (unless that is the default tenant, which a payload need not name)
@@ -64,6 +78,15 @@ class Subject:
         if conversation is not None and conversation in self.conversation_ids:
             return True
         return _word(self.id).search(raw) is not None
+
+
+@functools.lru_cache(maxsize=16)
+def _needles(subject: str, conversations: frozenset[str]) -> re.Pattern[bytes] | None:
+    """One pattern for the id and the conversations' ids (None: one of them may be escaped)."""
+    needles = (subject, *sorted(conversations))
+    if any(_ESCAPED.search(n) for n in needles):
+        return None
+    return re.compile(b"|".join(re.escape(n.encode()) for n in needles))
 
 
 def _word(value: str) -> re.Pattern[bytes]:
@@ -97,6 +120,8 @@ class Reader:
 
     def belongs(self, subject: Subject, key: str, raw: bytes, *, whole: bool = True) -> bool:
         """Whether a value (whole, or only its first bytes) is the subject's."""
+        if not subject.may_hold(raw, self.conversation(key)):
+            return False
         decoded = self.decode(key, raw) if whole else None
         if decoded is not None:
             return subject.owns(decoded)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("throughput", "naive", "latency", "sweep", "memory", "retention")
+SCENARIOS = ("throughput", "naive", "latency", "sweep", "memory", "retention", "erasure")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,10 @@ class Config:
     retention_rows: int = 10_000_000
     retention_rate: int = 1_000
     retention_baseline_s: float = 30.0
+    erasure_rows: int = 10_000_000
+    erasure_live: int = 1_000_000
+    erasure_rate: int = 1_000
+    erasure_baseline_s: float = 30.0
     pg_fsync: bool = True
     profile: Path | None = None
     workdir: Path | None = None
@@ -52,6 +56,10 @@ QUICK = {
     "retention_rows": 200_000,
     "retention_rate": 200,
     "retention_baseline_s": 5.0,
+    "erasure_rows": 200_000,
+    "erasure_live": 20_000,
+    "erasure_rate": 200,
+    "erasure_baseline_s": 5.0,
 }
 
 _HELP = {
@@ -72,6 +80,10 @@ _HELP = {
     "retention_rows": "retention: rows of history over 12 months and 5 tenants",
     "retention_rate": "retention: checkpoints coming due per second meanwhile",
     "retention_baseline_s": "retention: seconds of archiving measured before any delete",
+    "erasure_rows": "erasure: rows of history over 3 months and 5 tenants",
+    "erasure_live": "erasure: live checkpoints in Redis (none due), the customer's besides",
+    "erasure_rate": "erasure: checkpoints coming due per second meanwhile",
+    "erasure_baseline_s": "erasure: seconds of archiving measured before the erasure",
 }
 
 

@@ -71,6 +71,14 @@ SHOWN = (
     ("retention.archive_ms.baseline.p99", "archive_ms p99, nothing else running"),
     ("retention.archive_ms.during_reference_delete.p99", "archive_ms p99 during the bare DELETE"),
     ("retention.archive_ms.during_retention.p99", "archive_ms p99 during retention"),
+    ("erasure.rows", "erasure: rows of history (3 months, 5 tenants)"),
+    ("erasure.live_checkpoints", "live checkpoints in Redis"),
+    ("erasure.victim_rows", "the erased customer's rows"),
+    ("erasure.erase_s", "archiver erase of one customer: seconds in all"),
+    ("erasure.steps_s.redis", "its Redis step (SCAN + decode every value): seconds"),
+    ("erasure.steps_s.postgres", "its PostgreSQL step: seconds"),
+    ("erasure.archive_ms.baseline.p99", "archive_ms p99, nothing else running"),
+    ("erasure.archive_ms.during_erasure.p99", "archive_ms p99 during the erasure"),
 )
 
 

@@ -18,6 +18,8 @@ TINY = [
     "--latency-seconds", "3", "--latency-lead-s", "1", "--background", "2000",
     "--sweep-keys", "2000", "--memory-n", "300", "--memory-buffer-s", "30",
     "--retention-rows", "6000", "--retention-rate", "50", "--retention-baseline-s", "1",
+    "--erasure-rows", "6000", "--erasure-live", "500", "--erasure-rate", "50",
+    "--erasure-baseline-s", "1",
 ]  # fmt: skip
 NUMBERS = {
     "throughput": ("ckpt_per_s", "msgs_per_s", "floor_rows_per_s", "ratio_vs_floor"),
@@ -38,6 +40,13 @@ NUMBERS = {
         "reference_delete.rows_per_s",
         "archive_ms.baseline.p99",
         "archive_ms.during_retention.p99",
+    ),
+    "erasure": (
+        "rows",
+        "victim_rows",
+        "erase_s",
+        "archive_ms.baseline.p99",
+        "archive_ms.during_erasure.p99",
     ),
 }
 TARGETS = {

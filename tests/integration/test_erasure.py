@@ -376,3 +376,25 @@ async def test_an_archiver_without_the_key_holds_batches_of_tenants_with_erasure
     assert (held.held, held.archived) == (1, 0)
     assert (other.held, other.archived) == (0, 1)
     assert await messages(db) == {("globex", "c-x")}
+
+
+async def test_values_past_the_budget_or_the_size_limit_are_judged_too(
+    make_settings: MakeSettings, redis: aioredis.Redis, db: asyncpg.Connection
+) -> None:
+    """A page's values beyond ARCHIVER_BATCH_BYTES are read alone; one over
+    ARCHIVER_MAX_PAYLOAD is searched in chunks (never decoded): hers go, bob's stay."""
+    s = make_settings(erasure_key=KEY, batch_bytes=600, max_payload=4000)
+    filler = tuple(OLD + timedelta(seconds=i) for i in range(40))  # about 5 KB: oversized
+    keys = {
+        "small": await put(redis, "c-anna-1", customer="anna"),
+        "small-bob": await put(redis, "c-bob-1", customer="bob"),
+        "big": await put(redis, "c-anna-2", customer="anna", stamps=filler),
+        "big-bob": await put(redis, "c-bob-2", customer="bob", stamps=filler),
+    }
+    for n in range(5):
+        keys[f"more-{n}"] = await put(redis, f"c-anna-{n + 3}", customer="anna")
+    async with service.connected(s) as parts, erasure.Surroundings.open(s, parts.pool) as where:
+        done = await erase(where, "acme", "customer", "anna")
+    assert done.counts["redis_checkpoints"] == 7
+    left = {name for name, key in keys.items() if await redis.exists(key)}
+    assert left == {"small-bob", "big-bob"}
