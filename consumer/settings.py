@@ -43,13 +43,14 @@ RUN = ("run",)
 SWEEP = ("run", "sweep")
 BROWSE = ("history", "conversations", "dead-letters")
 LIFECYCLE = ("retention", "jobs", "partitions", "cold")
-DB = ("run", "sweep", "migrate", "status", "health", *BROWSE, *LIFECYCLE)
+DB = ("run", "sweep", "migrate", "status", "health", *BROWSE, *LIFECYCLE, "api", "api-keys")
 DECODE = ("run", "sweep", "dead-letters")
 KEYS = (*DECODE, "status", "health")
 REDIS = ("run", "sweep", "status", "health")
 ALL = ("run", "sweep", "migrate", "status", "check", *BROWSE)
-LOGS = (*ALL, "health", *LIFECYCLE)
+LOGS = (*ALL, "health", *LIFECYCLE, "api", "api-keys")
 JOBS = ("run", "retention", "jobs")
+API = ("api",)
 COLD = ("run", "retention", "jobs", "cold")
 
 
@@ -177,6 +178,22 @@ class Settings(BaseSettings):
         5, "Plain DETACH attempts before a month is deleted in batches instead.", JOBS, ge=1
     )
 
+    # --- the History API (consumer/api/, `archiver api`)
+    api_host: str = _opt(
+        "127.0.0.1", "Address the History API listens on (containers: 0.0.0.0).", API
+    )
+    api_port: int = _opt(8080, "Port of the History API.", API, ge=1, le=65535)
+    api_database_url: urls.DatabaseUrl | None = _opt(
+        None,
+        "PostgreSQL as the API's own role (holds only archiver_api; unset: ARCHIVER_DATABASE_URL).",
+        API,
+    )
+    api_pool_size: int = _opt(10, "PostgreSQL connections the API keeps at most.", API, ge=1)
+    api_timeout: Duration = _opt(5.0, "Timeout of one PostgreSQL command of the API.", API, gt=0)
+    api_idle_timeout: Duration = _opt(
+        10.0, "Close an API connection that sends no complete request for this long.", API, ge=1
+    )
+
     # --- the cold tier (consumer/cold/)
     cold_url: str | None = _opt(
         None,
@@ -194,7 +211,7 @@ class Settings(BaseSettings):
         5_000_000, "Rows per cold tier file at most (a larger month gets several).", COLD, ge=1
     )
     cold_group_bytes: int = _opt(
-        64 * 1024 * 1024,
+        32 * 1024 * 1024,
         "Bytes of rows held per Parquet row group while exporting (bounds its memory).",
         COLD,
         ge=1024 * 1024,
