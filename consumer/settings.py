@@ -211,7 +211,7 @@ class Settings(BaseSettings):
         5_000_000, "Rows per cold tier file at most (a larger month gets several).", COLD, ge=1
     )
     cold_group_bytes: int = _opt(
-        64 * 1024 * 1024,
+        32 * 1024 * 1024,
         "Bytes of rows held per Parquet row group while exporting (bounds its memory).",
         COLD,
         ge=1024 * 1024,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("throughput", "naive", "latency", "sweep", "memory", "retention")
+SCENARIOS = ("throughput", "naive", "latency", "sweep", "memory", "retention", "cold")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,7 @@ class Config:
     retention_rows: int = 10_000_000
     retention_rate: int = 1_000
     retention_baseline_s: float = 30.0
+    cold_rows: int = 10_000_000
     pg_fsync: bool = True
     profile: Path | None = None
     workdir: Path | None = None
@@ -52,6 +53,7 @@ QUICK = {
     "retention_rows": 200_000,
     "retention_rate": 200,
     "retention_baseline_s": 5.0,
+    "cold_rows": 200_000,
 }
 
 _HELP = {
@@ -72,6 +74,7 @@ _HELP = {
     "retention_rows": "retention: rows of history over 12 months and 5 tenants",
     "retention_rate": "retention: checkpoints coming due per second meanwhile",
     "retention_baseline_s": "retention: seconds of archiving measured before any delete",
+    "cold_rows": "cold: rows of one tenant over two months; the last month is exported",
 }
 
 

@@ -34,6 +34,9 @@ TARGETS = (
     Target("memory.peak_rss_mb", "<=", 200),
     Target("memory.all_archived_before_ttl", "==", True),
     Target("retention.archive_ms.during_retention.p99", "<=", 250),
+    Target("cold.ratio_vs_floor", ">=", 0.7),
+    Target("cold.compression_vs_table", ">=", 8),
+    Target("cold.peak_rss_mb", "<=", 300),
 )
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
@@ -71,6 +74,15 @@ SHOWN = (
     ("retention.archive_ms.baseline.p99", "archive_ms p99, nothing else running"),
     ("retention.archive_ms.during_reference_delete.p99", "archive_ms p99 during the bare DELETE"),
     ("retention.archive_ms.during_retention.p99", "archive_ms p99 during retention"),
+    ("cold.rows", "cold: rows of the month exported"),
+    ("cold.floor_rows_per_s", "floor: bare COPY → CSV → pyarrow → one Parquet, rows/s"),
+    ("cold.export_rows_per_s", "cold export rows/s (streamed, hashed, staged, recorded)"),
+    ("cold.ratio_vs_floor", "cold export ÷ floor"),
+    ("cold.compression_vs_table", "PostgreSQL size (with indexes) ÷ Parquet bytes"),
+    ("cold.compression_vs_heap", "PostgreSQL heap + TOAST ÷ Parquet bytes"),
+    ("cold.peak_rss_mb", "cold export peak RSS (MB, its own process)"),
+    ("cold.verify_rows_per_s", "cold verify rows/s (read back, hashed, digested)"),
+    ("cold.restore_rows_per_s", "cold restore rows/s"),
 )
 
 
