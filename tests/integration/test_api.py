@@ -142,6 +142,19 @@ async def test_a_users_profile(api: Api) -> None:
     }  # fmt: skip
 
 
+async def test_lists_name_the_tenants_months_in_the_cold_tier(api: Api) -> None:
+    september, august, july = (BASE.replace(month=m, day=1, hour=0) for m in (9, 8, 7))
+    await apidata.cold_month(api.db, "tenant-a", september)  # moved: no warm rows left
+    await apidata.cold_month(api.db, "tenant-a", july, verified=False)  # not verified yet
+    await apidata.cold_month(api.db, "tenant-b", august)  # another tenant's
+    await apidata.cold_month(api.db, "tenant-a", BASE.replace(day=1, hour=0))  # still warm too
+    for path in ("/v1/conversations", "/v1/conversations/a1/messages", "/v1/customers/c1/messages"):
+        assert _ok(await api.get(path))["cold_months"] == ["2026-09"]
+    after = _ok(await api.get("/v1/conversations", since="2026-10-01T00:00:00Z"))
+    assert after["cold_months"] == []
+    assert _ok(await api.get("/v1/conversations", "b"))["cold_months"] == ["2026-08"]
+
+
 # --- pages under concurrent inserts --------------------------------------------------------------
 
 
