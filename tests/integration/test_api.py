@@ -62,7 +62,7 @@ async def api(db: asyncpg.Connection, api_database_url: str) -> AsyncIterator[Ap
     pool = await asyncpg.create_pool(api_database_url, min_size=1, max_size=4,
                                      server_settings=app.SERVER_SETTINGS)  # fmt: skip
     application.state.pool = pool
-    transport = httpx.ASGITransport(app=application)
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         yield Api(client, keys, db, pool)
     await pool.close()
@@ -334,3 +334,14 @@ async def test_probes_and_the_schema_need_no_key(api: Api) -> None:
     schema = _ok(await api.client.get("/openapi.json"))
     assert set(schema["paths"]) >= set(ENDPOINTS[:1]) | {"/healthz", "/readyz"}
     assert (await api.client.get("/docs")).status_code == 200
+
+
+async def test_even_a_bug_answers_in_problem_details(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug, with secret content")
+
+    monkeypatch.setattr(reads, "profile", broken)
+    body = _problem(await api.get("/v1/users/u1/profile"), 500)
+    assert "secret" not in str(body)
