@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
-from consumer import checkpoints, codecs, exceptions, keys, logs, metrics, model, store
+from consumer import checkpoints, codecs, exceptions, logs, metrics, model, store
 from consumer.settings import Settings
 
 log = structlog.get_logger("consumer.archive")
@@ -153,7 +153,7 @@ class Archiver:
         for c in claims:
             if c.status is model.ClaimStatus.REARMED:
                 rearmed[c.key] = c.pttl_ms
-            elif c.status is model.ClaimStatus.GONE:
+            elif c.status in (model.ClaimStatus.GONE, model.ClaimStatus.DONE):
                 gone.append(c.key)
             elif c.status in (model.ClaimStatus.ERROR, model.ClaimStatus.WRONGTYPE):
                 outcome.errors += 1
@@ -271,14 +271,7 @@ class Archiver:
         return Decoded(good, dead, values)
 
     def _decode_one(self, key: str, raw: bytes) -> model.Checkpoint:
-        info = self.redis.layout.parse(key)
-        if info is None:
-            raise exceptions.DecodeError("key does not match ARCHIVER_KEY_PATTERN")
-        return codecs.decode(
-            key, raw, key_conversation_id=keys.for_storage(info.conversation_id),
-            key_time=info.written_at,
-            options=self.codec,
-        )  # fmt: skip
+        return self.redis.source.decode(key, raw)
 
     async def _write(self, decoded: Decoded) -> tuple[dict[str, int], Decoded]:
         retrying = AsyncRetrying(

@@ -174,6 +174,11 @@ class Settings(BaseSettings):
         5, "Plain DETACH attempts before a month is deleted in batches instead.", JOBS, ge=1
     )
 
+    # --- sources (consumer/sources/)
+    source: Literal["seed-json"] = _opt(
+        "seed-json", "Checkpoint format in Redis: seed-json (ARCHIVER_KEY_PATTERN).", KEYS
+    )
+
     @field_validator("partitions_schedule", "retention_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
