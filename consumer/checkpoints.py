@@ -291,6 +291,51 @@ class Checkpoints:
             return None
         return Oversized(value[:head_bytes], size, await asyncio.to_thread(digest, value))
 
+    async def inputs(self, claimed: Sequence[model.Claim]) -> dict[str, bytes]:
+        """What each claimed value decodes from: the value, followed (after a newline) by a
+        JSON list of its pending writes when its source keeps some apart (langgraph-redis:
+        those of a thread's latest checkpoint). Three pipelined round trips at most."""
+        values = {c.key: c.value or b"" for c in claimed}
+        wanted = {c.key: w for c in claimed if (w := self.source.writes_of(c.key)) is not None}
+        latest = await self._still_latest(wanted)
+        if not latest:
+            return values
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in latest:
+                pipe.zrange(wanted[key].index, 0, -1)
+            indexed = await pipe.execute()
+        members = {
+            key: [m for m in map(text, found) if m.startswith(wanted[key].member_prefix)]
+            for key, found in zip(latest, indexed, strict=True)
+        }
+        writes = await self._json_documents([m for found in members.values() for m in found])
+        for key, found in members.items():
+            docs = [doc for m in found if (doc := writes.get(m))]
+            if docs:
+                values[key] += b"\n[" + b",".join(docs) + b"]"
+        return values
+
+    async def _still_latest(self, wanted: dict[str, Any]) -> list[str]:
+        """The keys among `wanted` that are their thread's latest checkpoint."""
+        pointed = [k for k, w in wanted.items() if w.latest is not None]
+        if not pointed:
+            return list(wanted)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in pointed:
+                pipe.get(wanted[key].latest)
+            names = await pipe.execute()
+        latest = {k for k, name in zip(pointed, names, strict=True) if name and text(name) == k}
+        return [k for k, w in wanted.items() if w.latest is None or k in latest]
+
+    async def _json_documents(self, keys_: Sequence[str]) -> dict[str, bytes | None]:
+        if not keys_:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys_:
+                pipe.execute_command("JSON.GET", key)
+            found = await pipe.execute(raise_on_error=False)
+        return {k: v if isinstance(v, bytes) else None for k, v in zip(keys_, found, strict=True)}
+
     # --- the sweeper's side: its lock, SCAN pages of checkpoint keys, their classification
 
     async def take_sweep_lock(self, token: str, lease_ms: int) -> bool:

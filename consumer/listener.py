@@ -105,7 +105,9 @@ class Listener:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _subscribe(self, client: aioredis.Redis) -> Any:
-        await notifications.ensure_flags(client, self.settings.configure_notifications)
+        await notifications.ensure_flags(
+            client, self.settings.configure_notifications, self.source.notify_flags
+        )
         await notifications.check_eviction(client)
         db = int(client.connection_pool.connection_kwargs.get("db", 0))
         pubsub = client.pubsub(ignore_subscribe_messages=True)

@@ -123,7 +123,7 @@ def source_of(settings: Settings, layout: keys.Layout | None = None) -> sources.
     """The source ARCHIVER_SOURCE names, with this configuration's layout and decoding."""
     if layout is None:
         layout = keys.layout_from(settings.key_pattern, settings.shadow_prefix)
-    return sources.of(settings.source, layout, codec_options(settings))
+    return sources.of(settings, layout, codec_options(settings))
 
 
 def _assemble(

@@ -35,8 +35,10 @@ local function not_due_for(pttl, written)
   return nil
 end
 
+-- With keep, the application still owns the checkpoint's TTL: a claim does not extend it (the
+-- value is read already; only a hold after a failed write does, bounded by max_hold).
 local function keep_alive(checkpoint, mark, pttl)
-  if pttl == -1 or pttl >= hold then return pttl end
+  if keep or pttl == -1 or pttl >= hold then return pttl end
   local since = tonumber(redis.call('GET', mark))
   if since and since + span <= now then return pttl end
   redis.call('PEXPIRE', checkpoint, hold)

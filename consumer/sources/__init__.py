@@ -8,10 +8,14 @@ listener's auto-arming, dead-letter replay and the demo all take one; ARCHIVER_S
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from consumer import codecs, keys, model
-from consumer.sources import seed_json
+from consumer.sources import langgraph_redis, seed_json
+
+if TYPE_CHECKING:
+    from consumer.settings import Settings
 
 Reader = Literal["string", "json"]
 
@@ -36,6 +40,10 @@ class Source(Protocol):
         """The keyevents that mean a checkpoint key was written or its TTL changed."""
 
     @property
+    def notify_flags(self) -> str:
+        """The notify-keyspace-events flags those events (and `expired`) need."""
+
+    @property
     def scan_match(self) -> str:
         """A SCAN MATCH glob covering every checkpoint key (and maybe more)."""
 
@@ -45,10 +53,24 @@ class Source(Protocol):
     def written_ms(self, key: str) -> int:
         """When the checkpoint was written, ms since the epoch, from its name; -1 unknown."""
 
+    def writes_of(self, key: str) -> langgraph_redis.WritesOf | None:
+        """Where pending writes to read with the checkpoint are listed, if anywhere; they
+        follow the value, after a newline, when it is decoded."""
+
     def decode(self, key: str, raw: bytes) -> model.Checkpoint:
-        """The checkpoint a value holds; DecodeError (and nothing else) if it is invalid."""
+        """The checkpoint a value holds; DecodeError if it is invalid, NotReadyError if it is
+        still being written (try again later)."""
+
+    def unseen(self, checkpoint: model.Checkpoint) -> model.Checkpoint:
+        """The checkpoint less messages known to be archived already (or as it is)."""
+
+    def remember(self, checkpoints: Sequence[model.Checkpoint]) -> None:
+        """These checkpoints were committed."""
 
 
-def of(name: str, layout: keys.Layout, options: codecs.CodecOptions) -> Source:
+def of(settings: Settings, layout: keys.Layout, options: codecs.CodecOptions) -> Source:
     """The source ARCHIVER_SOURCE names."""
+    if settings.source == "langgraph-redis":
+        mapping = langgraph_redis.Mapping.parse(settings.thread_pattern, settings.state_fields)
+        return langgraph_redis.LangGraphRedis(options, mapping, settings.delete_archived)
     return seed_json.SeedJson(layout, options)

@@ -4,9 +4,11 @@ compare-and-deleted."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
-from consumer import codecs, exceptions, keys, model
+from consumer import codecs, exceptions, keys, model, notifications
+from consumer.sources import langgraph_redis
 
 
 class SeedJson:
@@ -14,6 +16,7 @@ class SeedJson:
     reader: Literal["string", "json"] = "string"
     deletes = True
     write_events = ("set", "expire")
+    notify_flags = notifications.NEEDED
 
     def __init__(self, layout: keys.Layout, options: codecs.CodecOptions) -> None:
         self.layout = layout
@@ -38,3 +41,12 @@ class SeedJson:
             key, raw, key_conversation_id=keys.for_storage(info.conversation_id),
             key_time=info.written_at, options=self.options,
         )  # fmt: skip
+
+    def writes_of(self, key: str) -> langgraph_redis.WritesOf | None:
+        return None
+
+    def unseen(self, checkpoint: model.Checkpoint) -> model.Checkpoint:
+        return checkpoint
+
+    def remember(self, checkpoints: Sequence[model.Checkpoint]) -> None:
+        return None
