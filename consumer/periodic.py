@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 from consumer import exceptions, jobs, partitions, retention
+from consumer.cold import gate as cold
 from consumer.settings import Settings
 
 
@@ -25,10 +26,25 @@ def registered(s: Settings) -> tuple[jobs.Job, ...]:
         jobs.Job(
             "retention",
             s.retention_schedule,
-            functools.partial(retention.apply, gate=retention.NO_COLD_TIER),
+            functools.partial(retention.apply, gate=export_gate(s)),
             "deletes what each tenant's retention policy lets go",
         ),
+        jobs.Job(
+            "cold",
+            s.cold_schedule if s.cold_url else "off",
+            cold.run_job,
+            "exports and verifies past months of `export` policies to the cold tier",
+        ),
     )
+
+
+def export_gate(s: Settings, export_first: bool = True) -> retention.ExportGate:
+    """What retention's `--then export` asks: the cold tier if ARCHIVER_COLD_URL is set (it
+    exports and verifies a month first unless `export_first` is off: a dry run), else
+    nothing is ever verified and `export` keeps every row."""
+    if s.cold_url is None:
+        return retention.NO_COLD_TIER
+    return cold.ColdGate(cold.open_storage(s), cold.limits(s), export_first)
 
 
 def named(s: Settings, name: str) -> jobs.Job:

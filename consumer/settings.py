@@ -42,14 +42,16 @@ OFF = frozenset({"off", "never", "none", ""})
 RUN = ("run",)
 SWEEP = ("run", "sweep")
 BROWSE = ("history", "conversations", "dead-letters")
-LIFECYCLE = ("retention", "jobs", "partitions")
-DB = ("run", "sweep", "migrate", "status", "health", *BROWSE, *LIFECYCLE)
+LIFECYCLE = ("retention", "jobs", "partitions", "cold")
+DB = ("run", "sweep", "migrate", "status", "health", *BROWSE, *LIFECYCLE, "api", "api-keys")
 DECODE = ("run", "sweep", "dead-letters")
 KEYS = (*DECODE, "status", "health")
 REDIS = ("run", "sweep", "status", "health")
 ALL = ("run", "sweep", "migrate", "status", "check", *BROWSE)
-LOGS = (*ALL, "health", *LIFECYCLE)
+LOGS = (*ALL, "health", *LIFECYCLE, "api", "api-keys")
 JOBS = ("run", "retention", "jobs")
+API = ("api",)
+COLD = ("run", "retention", "jobs", "cold")
 
 
 def _opt(default: Any, help: str, commands: tuple[str, ...] = SWEEP, **limits: Any) -> Any:
@@ -138,7 +140,9 @@ class Settings(BaseSettings):
         ge=4096,
     )
     # --- periodic jobs, retention and partitions (consumer/jobs.py, retention.py, partitions.py)
-    run_jobs: bool = _opt(True, "Host the periodic jobs (partitions, retention) in `run`.", RUN)
+    run_jobs: bool = _opt(
+        True, "Host the periodic jobs (partitions, retention, cold) in `run`.", RUN
+    )
     job_lease: Duration = _opt(
         60.0, "Lease of a running job across replicas; renewed every third of it.", JOBS, ge=3
     )
@@ -174,6 +178,45 @@ class Settings(BaseSettings):
         5, "Plain DETACH attempts before a month is deleted in batches instead.", JOBS, ge=1
     )
 
+    # --- the History API (consumer/api/, `archiver api`)
+    api_host: str = _opt(
+        "127.0.0.1", "Address the History API listens on (containers: 0.0.0.0).", API
+    )
+    api_port: int = _opt(8080, "Port of the History API.", API, ge=1, le=65535)
+    api_database_url: urls.DatabaseUrl | None = _opt(
+        None,
+        "PostgreSQL as the API's own role (holds only archiver_api; unset: ARCHIVER_DATABASE_URL).",
+        API,
+    )
+    api_pool_size: int = _opt(10, "PostgreSQL connections the API keeps at most.", API, ge=1)
+    api_timeout: Duration = _opt(5.0, "Timeout of one PostgreSQL command of the API.", API, gt=0)
+    api_idle_timeout: Duration = _opt(
+        10.0, "Close an API connection that sends no complete request for this long.", API, ge=1
+    )
+
+    # --- the cold tier (consumer/cold/)
+    cold_url: str | None = _opt(
+        None,
+        "Cold tier: file:///path or s3://bucket/prefix (unset: no cold tier; retention's"
+        " `export` policies keep every row).",
+        COLD,
+    )
+    s3_endpoint_url: str | None = _opt(
+        None, "S3-compatible server for an s3:// cold tier, e.g. http://minio:9000.", COLD
+    )
+    cold_schedule: str = _opt(
+        "0 3 1 * *", "When the cold tier exports past months (cron, UTC; `off`: never).", COLD
+    )
+    cold_part_rows: int = _opt(
+        5_000_000, "Rows per cold tier file at most (a larger month gets several).", COLD, ge=1
+    )
+    cold_group_bytes: int = _opt(
+        64 * 1024 * 1024,
+        "Bytes of rows held per Parquet row group while exporting (bounds its memory).",
+        COLD,
+        ge=1024 * 1024,
+    )
+
     # --- sources (consumer/sources/)
     source: Literal["seed-json", "langgraph-redis"] = _opt(
         "seed-json",
@@ -198,7 +241,12 @@ class Settings(BaseSettings):
         " leaving it to its own TTL.",
     )
 
-    @field_validator("partitions_schedule", "retention_schedule")
+    @field_validator("cold_url")
+    @classmethod
+    def _cold_url(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else urls.check_cold_url(value.strip())
+
+    @field_validator("partitions_schedule", "retention_schedule", "cold_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
         if value.strip().lower() in OFF or croniter.is_valid(value):

@@ -46,3 +46,20 @@ DatabaseUrl = Annotated[str, _POSTGRES]
 def is_url_type(metadata: list[object]) -> bool:
     """Whether a setting's annotations make it one of the URL types above."""
     return any(m is _REDIS or m is _POSTGRES for m in metadata)
+
+
+# --- the cold tier (consumer/cold/storage.py) ---
+
+COLD_SCHEMES = ("file", "s3")
+
+
+def check_cold_url(url: str) -> str:
+    """ARCHIVER_COLD_URL as given, if it is file:///path or s3://bucket[/prefix]."""
+    parts = urlsplit(url)
+    if parts.scheme not in COLD_SCHEMES:
+        raise ValueError(f"not a cold tier URL: {url!r} (use file:///path or s3://bucket/prefix)")
+    if parts.scheme == "file" and (parts.netloc or not parts.path.startswith("/")):
+        raise ValueError(f"a file URL needs an absolute path: file:///path, not {url!r}")
+    if parts.scheme == "s3" and not parts.netloc:
+        raise ValueError(f"an S3 URL names its bucket: s3://bucket/prefix, not {url!r}")
+    return url

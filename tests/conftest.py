@@ -17,10 +17,11 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from pyarrow import fs
 
 from consumer import service, settings
 from ops import redisacl
-from tests import servers
+from tests import s3server, servers
 
 TEMPLATE = "archiver_template"
 REDIS_PASSWORD = "archiver-test-password"
@@ -127,6 +128,42 @@ async def parts(make_settings: MakeSettings) -> AsyncIterator[service.Parts]:
 
 def sample(name: str) -> bytes:
     return (SAMPLES / name).read_bytes()
+
+
+@pytest.fixture
+def api_database_url(pg_server: servers.PostgresServer, admin_database_url: str) -> str:
+    """The same database as the History API's login role (holds only archiver_api)."""
+    return pg_server.dsn(admin_database_url.rsplit("/", 1)[1], user=servers.PG_API)
+
+
+# --- the cold tier: a private S3 API server (moto) and cold tier URLs ---------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3server.MotoServer]:
+    with s3server.MotoServer(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server: s3server.MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The standard AWS variables for the private S3 server; its endpoint URL."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3server.ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3server.SECRET_KEY)
+    monkeypatch.setenv("AWS_REGION", s3server.REGION)
+    return s3_server.endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_env: str) -> str:
+    """A fresh bucket on the private S3 server: its s3:// URL with a prefix."""
+    name = f"cold-{uuid.uuid4().hex[:12]}"
+    host = s3_env.removeprefix("http://")
+    client = fs.S3FileSystem(
+        endpoint_override=host, scheme="http", region=s3server.REGION, allow_bucket_creation=True
+    )
+    client.create_dir(name)
+    return f"s3://{name}/archive"
 
 
 # --- Redis Stack (RedisJSON + RediSearch) for the langgraph-redis source -----------------------

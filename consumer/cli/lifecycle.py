@@ -23,6 +23,7 @@ from consumer import (
 )
 from consumer.cli import app, exits, options
 from consumer.cli.exits import ExitCode
+from consumer.cold import gate as cold
 
 T = TypeVar("T")
 
@@ -121,7 +122,10 @@ def retention_apply_command(dry_run: bool, out: terminal.Output, **values: Any) 
     rows and conversations. Runs under the retention job's lease; exit 1 if the run failed."""
     s = app.load_settings(values)
     if dry_run:
-        report = app.run_db(s, lambda conn: retention.preview(conn, partitions.method(s)))
+        previewing = periodic.export_gate(s, export_first=False)
+        report = app.run_db(
+            s, lambda conn: retention.preview(conn, partitions.method(s), previewing)
+        )
         out.document(report | {"next": None}, lambda console: retention.render(report, console))
         return ExitCode.OK
     return _show_run(out, _run_job(s, "retention"), retention.render)
@@ -186,7 +190,7 @@ def jobs_run_command(ctx: click.Context, /, name: str, **_: Any) -> ExitCode:
     values.pop("name", None)
     s = app.load_settings({k: v for k, v in values.items() if k in settings.Settings.model_fields})
     periodic.named(s, name)  # an unknown name is a usage error, before connecting
-    show = retention.render if name == "retention" else jobs.render_counts
+    show = {"retention": retention.render, "cold": cold.render}.get(name, jobs.render_counts)
     return _show_run(out, _run_job(s, name), show)
 
 

@@ -57,6 +57,7 @@ import asyncpg
 from consumer import migrate
 
 __all__ = [
+    "PG_API",
     "PG_OWNER",
     "PG_WRITER",
     "PostgresServer",
@@ -89,6 +90,8 @@ PG_SUPERUSER = "postgres"
 # only archiver_writer (see ops/OPERATIONS.md, "PostgreSQL roles").
 PG_OWNER = "archiver_owner"
 PG_WRITER = "archiver_app"
+# The History API's login role: holds only archiver_api (sql/0007_api.sql).
+PG_API = "archiver_api_app"
 PG_SYSTEM_USER = "postgres"
 _PR_SET_PDEATHSIG = 1
 _DEAD_STATES = frozenset({"Z", "X", "x"})
@@ -803,7 +806,8 @@ async def create_roles(admin_dsn: str) -> None:
     once a migration created it, see ``grant_writer``)."""
     conn = await asyncpg.connect(admin_dsn, timeout=10)
     try:
-        for role, options in ((PG_OWNER, "LOGIN CREATEROLE"), (PG_WRITER, "LOGIN")):
+        logins = ((PG_OWNER, "LOGIN CREATEROLE"), (PG_WRITER, "LOGIN"), (PG_API, "LOGIN"))
+        for role, options in logins:
             if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
                 with contextlib.suppress(asyncpg.DuplicateObjectError):  # a parallel creator
                     await conn.execute(f"CREATE ROLE {quote_ident(role)} {options}")
@@ -823,6 +827,7 @@ async def create_migrated_database(server: PostgresServer, name: str) -> None:
     finally:
         await conn.close()
     await _execute(server.dsn(name), f"GRANT archiver_writer TO {quote_ident(PG_WRITER)}")
+    await _execute(server.dsn(name), f"GRANT archiver_api TO {quote_ident(PG_API)}")
 
 
 async def drop_database(admin_dsn: str, name: str) -> None:

@@ -21,7 +21,7 @@ from consumer.cli import commands, exits, options
 from consumer.cli import main as cli
 from tests.unit.test_docs_tables import ALL, RUNNABLE
 
-PRINTS_NO_DATA = {("run",), ("demo",)}  # logs, or the demo's own show
+PRINTS_NO_DATA = {("run",), ("demo",), ("api",)}  # logs, the demo's own show, or a server
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,7 @@ COMMANDS = [
     "history",
     "conversations",
     "dead-letters",
+    "api",
 ]
 TIMES = {"--since", "--until", "--tz"}
 PAGES = {"--limit", "--after"}
@@ -37,6 +38,7 @@ EXTRA_OPTIONS = {
     "history": {"--json", "--tenant", *TIMES, *PAGES},
     "conversations": {"--json", "--tenant", "--customer", "--user", *TIMES, *PAGES},
     "dead-letters": {"--json", "--all", *PAGES},
+    "api": set(),
 }
 
 

@@ -1,0 +1,58 @@
+"""The FastAPI application: its routes, its problem details, and a pool of connections as the
+API's own role (created with the application, opened on demand, closed with it)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+from fastapi import FastAPI
+
+from consumer import __version__
+from consumer.api import problems, routes
+
+# Every read names its tenant, customer or user; a plan made for one value (custom) beats a
+# generic plan over the `$n IS NULL OR ...` filters.
+SERVER_SETTINGS = {
+    "application_name": "archiver-api",
+    "plan_cache_mode": "force_custom_plan",
+    "default_transaction_read_only": "on",
+}
+DESCRIPTION = """Read a tenant's archived conversation history.
+
+Every `/v1` request needs `Authorization: Bearer <key>` (`archiver api-keys create`). A key
+belongs to one tenant: another tenant's conversations, customers and users are 404, exactly
+as if they did not exist. Errors are RFC 9457 problem details. Lists are pages: give a page's
+`next_cursor` as `cursor` to get the next one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    database_url: str
+    pool_size: int = 10
+    timeout: float = 5.0
+
+
+def create(config: Config) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
+        application.state.pool = await asyncpg.create_pool(
+            config.database_url, min_size=0, max_size=config.pool_size,
+            command_timeout=config.timeout, timeout=config.timeout,
+            server_settings=SERVER_SETTINGS,
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            await application.state.pool.close()
+
+    application = FastAPI(
+        title="conversation-archiver History API", version=__version__,
+        description=DESCRIPTION, lifespan=lifespan,
+    )  # fmt: skip
+    problems.install(application)
+    application.include_router(routes.v1)
+    application.include_router(routes.probes)
+    return application

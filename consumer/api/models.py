@@ -1,0 +1,79 @@
+"""What the API answers, as the OpenAPI schema publishes it (responses are built as plain JSON
+for speed; the fuzzing test checks every answer against these models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="Validation errors: where, and what is wrong (never the input)."
+    )
+
+
+class Conversation(BaseModel):
+    conversation_id: str
+    customer_id: str | None
+    user_id: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    message_count: int
+
+
+class Page(BaseModel):
+    next_cursor: str | None = Field(
+        description="Give it as `cursor` for the next page; null on the last page."
+    )
+
+
+class ConversationPage(Page):
+    items: list[Conversation]
+
+
+class Message(BaseModel):
+    id: int = Field(description="The message's row id (unique, stable).")
+    timestamp: datetime
+    role: Literal["user", "assistant", "system", "tool"]
+    content: str
+    metadata: dict[str, Any]
+
+
+class MessagePage(Page):
+    items: list[Message]
+
+
+class CustomerMessage(Message):
+    conversation_id: str
+    user_id: str | None
+
+
+class CustomerMessagePage(Page):
+    items: list[CustomerMessage]
+
+
+class ConversationSpan(BaseModel):
+    conversation_id: str
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class Profile(BaseModel):
+    user_id: str
+    conversation_count: int
+    message_count: int
+    first_conversation: ConversationSpan | None
+    last_conversation: ConversationSpan | None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
