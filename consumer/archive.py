@@ -300,7 +300,7 @@ class Archiver:
         )
         timeout = self.policy.timeout_for(decoded.size)
         source = self.redis.source
-        fresh = [source.unseen(c) for c in decoded.checkpoints]
+        fresh = source.unseen(decoded.checkpoints)
         async for attempt in retrying:
             with attempt:
                 counts, refused = await self._write_isolating(

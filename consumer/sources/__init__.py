@@ -61,8 +61,8 @@ class Source(Protocol):
         """The checkpoint a value holds; DecodeError if it is invalid, NotReadyError if it is
         still being written (try again later)."""
 
-    def unseen(self, checkpoint: model.Checkpoint) -> model.Checkpoint:
-        """The checkpoint less messages known to be archived already (or as it is)."""
+    def unseen(self, checkpoints: Sequence[model.Checkpoint]) -> list[model.Checkpoint]:
+        """The checkpoints less messages known to be archived already (or as they are)."""
 
     def remember(self, checkpoints: Sequence[model.Checkpoint]) -> None:
         """These checkpoints were committed."""

@@ -194,18 +194,26 @@ class LangGraphRedis:
 
     # --- O(N) rows for a thread of N checkpoints: skip messages archived already
 
-    def unseen(self, checkpoint: model.Checkpoint) -> model.Checkpoint:
-        """The checkpoint less the messages this process archived already for its thread
-        (every checkpoint repeats the thread's whole list; PostgreSQL would skip them, but
-        only after receiving them all again)."""
-        thread = (checkpoint.tenant_id, checkpoint.conversation_id)
-        fresh = tuple(m for m in checkpoint.messages if (repr(thread), m.key) not in self._archived)
-        if len(fresh) == len(checkpoint.messages):
-            return checkpoint
+    def unseen(self, checkpoints: Sequence[model.Checkpoint]) -> list[model.Checkpoint]:
+        """The checkpoints less the messages this process archived already for their thread,
+        or that an earlier checkpoint of the batch holds (every checkpoint repeats the
+        thread's whole list; PostgreSQL would skip them, but only after receiving them all)."""
+        batch: set[tuple[str, str]] = set()
+        return [self._unseen(c, batch) for c in checkpoints]
+
+    def _unseen(self, c: model.Checkpoint, batch: set[tuple[str, str]]) -> model.Checkpoint:
+        thread = repr((c.tenant_id, c.conversation_id))
+        fresh = []
+        for m in c.messages:
+            identity = (thread, m.key)
+            if identity not in self._archived and identity not in batch:
+                batch.add(identity)
+                fresh.append(m)
+        if len(fresh) == len(c.messages):
+            return c
         return model.Checkpoint(
-            checkpoint.source_key, checkpoint.conversation_id, checkpoint.tenant_id,
-            checkpoint.customer_id, checkpoint.user_id, fresh,
-        )  # fmt: skip
+            c.source_key, c.conversation_id, c.tenant_id, c.customer_id, c.user_id, tuple(fresh)
+        )
 
     def remember(self, checkpoints: Sequence[model.Checkpoint]) -> None:
         """These checkpoints' messages are committed: remember them (bounded, oldest out)."""

@@ -45,8 +45,8 @@ class SeedJson:
     def writes_of(self, key: str) -> langgraph_redis.WritesOf | None:
         return None
 
-    def unseen(self, checkpoint: model.Checkpoint) -> model.Checkpoint:
-        return checkpoint
+    def unseen(self, checkpoints: Sequence[model.Checkpoint]) -> list[model.Checkpoint]:
+        return list(checkpoints)
 
     def remember(self, checkpoints: Sequence[model.Checkpoint]) -> None:
         return None

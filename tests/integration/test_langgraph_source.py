@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,18 +161,27 @@ async def archiver(config: settings.Settings) -> AsyncIterator[service.Consumer]
             await asyncio.wait_for(task, timeout=30)
 
 
+MakeSettings = Callable[..., settings.Settings]
+
+
 @pytest.fixture
-def lg_settings(stack_url: str, database_url: str, tmp_path: Path) -> settings.Settings:
-    return settings.load(
-        redis_url=stack_url,
-        database_url=database_url,
-        health_file=tmp_path / "health.json",
-        source="langgraph-redis",
-        thread_pattern=PATTERN,
-        state_fields="user_id=user.id",
-        configure_notifications=False,
-        **WINDOWS,
-    )
+def make_lg(stack_url: str, database_url: str, tmp_path: Path) -> MakeSettings:
+    """Settings of the langgraph-redis source on the private servers; keywords override."""
+
+    def make(**overrides: Any) -> settings.Settings:
+        return settings.load(**({
+            "redis_url": stack_url, "database_url": database_url,
+            "health_file": tmp_path / "health.json", "source": "langgraph-redis",
+            "thread_pattern": PATTERN, "state_fields": "user_id=user.id",
+            "configure_notifications": False,
+        } | WINDOWS | overrides))  # fmt: skip
+
+    return make
+
+
+@pytest.fixture
+def lg_settings(make_lg: MakeSettings) -> settings.Settings:
+    return make_lg()
 
 
 async def _all_expired(admin: aioredis.Redis, thread: str) -> bool:
@@ -259,3 +268,62 @@ async def test_a_has_writes_stub_is_retried_not_dead_lettered(
         assert due is not None  # scheduled again
     finally:
         await admin.aclose()
+
+
+def _chat(saver: Any, thread: str, turns: int) -> list[Any]:
+    """A plain chatbot thread of `turns` turns; its root checkpoints' message lists."""
+
+    def bot(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [AIMessage(f"reply {len(state['messages'])}")]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("bot", bot)
+    graph.add_edge(START, "bot")
+    graph.add_edge("bot", END)
+    app = graph.compile(checkpointer=saver)
+    config: RunnableConfig = {"configurable": {"thread_id": thread}}
+    for turn in range(turns):
+        app.invoke({"messages": [HumanMessage(f"question {turn}")]}, config)
+    return [item.checkpoint["channel_values"].get("messages", []) for item in saver.list(config)]
+
+
+@pytest.mark.timeout(120)
+async def test_a_thread_of_n_checkpoints_sends_each_message_once_not_n_squared(
+    make_lg: MakeSettings, stack_admin_url: str, db: asyncpg.Connection
+) -> None:
+    turns = 20
+    with sync_saver(RedisSaver, stack_admin_url) as saver:
+        lists = await asyncio.to_thread(_chat, saver, "acme/long-1", turns)
+    cumulative = sum(len(messages) for messages in lists)
+    # Every checkpoint is due at once (TTL 6 s, archive 1 s after writing); batches of 8.
+    async with service.connected(make_lg(archive_after="1s", batch_size=8)) as parts:
+        sent: list[int] = []
+        write = parts.store.write
+
+        async def counting(batch: Any, dead: Any, resolved: Any = ()) -> dict[str, int]:
+            sent.append(sum(len(c.messages) for c in batch))
+            return await write(batch, dead, resolved)
+
+        parts.store.write = counting  # type: ignore[method-assign]
+        report = await parts.sweeper.sweep()
+    assert report.outcome.archived == len(lists) == 3 * turns
+    assert sum(sent) == 2 * turns < cumulative  # each message once, not once per checkpoint
+    assert await db.fetchval("SELECT count(*) FROM conversation_history") == 2 * turns
+
+
+@pytest.mark.timeout(120)
+async def test_delete_archived_compare_and_deletes_each_archived_checkpoint(
+    make_lg: MakeSettings, stack_admin_url: str, db: asyncpg.Connection
+) -> None:
+    with sync_saver(RedisSaver, stack_admin_url) as saver:
+        lists = await asyncio.to_thread(_chat, saver, "acme/delete-1", 2)
+    async with service.connected(make_lg(archive_after="1s", delete_archived=True)) as parts:
+        report = await parts.sweeper.sweep()
+    assert report.outcome.archived == len(lists) == 6
+    admin = aioredis.Redis.from_url(stack_admin_url)
+    try:
+        assert not [k async for k in admin.scan_iter(match="checkpoint:acme/delete-1:__empty__:*")]
+        assert await admin.exists("checkpoint_latest:acme/delete-1:__empty__")  # left to its TTL
+    finally:
+        await admin.aclose()
+    assert await db.fetchval("SELECT count(*) FROM conversation_history") == 4

@@ -136,4 +136,11 @@ def test_messages_archived_already_are_not_sent_again() -> None:
     first = s.decode(KEY, raw(document([message("human", "hi", "h1")])))
     s.remember([first])
     both = raw(document([message("human", "hi", "h1"), message("ai", "hello", "a1")]))
-    assert [m.key for m in s.unseen(s.decode(KEY, both)).messages] == ["id:a1"]
+    assert [m.key for m in s.unseen([s.decode(KEY, both)])[0].messages] == ["id:a1"]
+
+
+def test_a_batch_sends_each_message_of_a_thread_once() -> None:
+    s = source()
+    one = s.decode(KEY, raw(document([message("human", "hi", "h1")])))
+    two = s.decode(KEY, raw(document([message("human", "hi", "h1"), message("ai", "yo", "a1")])))
+    assert [[m.key for m in c.messages] for c in s.unseen([one, two])] == [["id:h1"], ["id:a1"]]
