@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +331,61 @@ async def test_delete_archived_compare_and_deletes_each_archived_checkpoint(
     finally:
         await admin.aclose()
     assert await db.fetchval("SELECT count(*) FROM conversation_history") == 4
+
+
+@contextlib.contextmanager
+def archiver_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run"], env=env, stdout=out, stderr=out
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+async def _count(db: asyncpg.Connection) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM conversation_history"))
+
+
+@pytest.mark.timeout(180)
+async def test_kill9_and_a_killed_subscription_lose_and_duplicate_nothing(
+    stack_url: str, stack_admin_url: str, database_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    values = WINDOWS | {"claim_ttl": "1s", "sweep_lease": "2s", "log_format": "json"}
+    env = os.environ | {f"ARCHIVER_{k.upper()}": str(v) for k, v in values.items()} | {
+        "ARCHIVER_REDIS_URL": stack_url, "ARCHIVER_DATABASE_URL": database_url,
+        "ARCHIVER_SOURCE": "langgraph-redis", "ARCHIVER_THREAD_PATTERN": PATTERN,
+        "ARCHIVER_STATE_FIELDS": "user_id=user.id", "ARCHIVER_CONFIGURE_NOTIFICATIONS": "false",
+        "ARCHIVER_HEALTH_FILE": str(tmp_path / "health.json"),
+    }  # fmt: skip
+    log = tmp_path / "archiver.log"
+    with archiver_process(env, log) as first:
+        killed = asyncio.to_thread(_run_sync, RedisSaver, stack_admin_url, "acme/kill-1")
+        expected_killed = await killed
+        await eventually(lambda: _positive(_count(db)), 30, "a first archived row")
+        first.send_signal(signal.SIGKILL)  # while the rest of the thread is being archived
+        first.wait(timeout=10)
+    admin = aioredis.Redis.from_url(stack_admin_url)
+    try:
+        with archiver_process(env, log):
+            await eventually(lambda: _subscribed(admin), 30, "the new archiver subscribed")
+            await admin.client_kill_filter(_type="pubsub")
+            expected = await asyncio.to_thread(
+                _run_sync, RedisSaver, stack_admin_url, "acme/kill-2"
+            )
+            await _check(db, stack_admin_url, "acme/kill-1", expected_killed, exact=True)
+            await _check(db, stack_admin_url, "acme/kill-2", expected, exact=True)
+    finally:
+        await admin.aclose()
+
+
+async def _positive(count: Awaitable[int]) -> bool:
+    return await count > 0
+
+
+async def _subscribed(admin: aioredis.Redis) -> bool:
+    return bool(await admin.client_list(_type="pubsub"))
