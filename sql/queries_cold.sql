@@ -34,6 +34,10 @@ ORDER BY conversation_id, "timestamp", message_key
 SELECT * FROM archived_partitions
 WHERE table_name = 'conversation_history' AND tenant_id = $1 AND month = $2 AND is_current;
 
+-- name: cold_next_version
+SELECT coalesce(max(version), 0) + 1 FROM archived_partitions
+WHERE table_name = 'conversation_history' AND tenant_id = $1 AND month = $2;
+
 -- name: cold_retire
 UPDATE archived_partitions SET is_current = false
 WHERE table_name = 'conversation_history' AND tenant_id = $1 AND month = $2 AND is_current;

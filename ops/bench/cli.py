@@ -23,6 +23,8 @@ from rich.console import Console
 import consumer
 
 from . import (
+    api,
+    cold,
     config,
     erasure,
     latency,
@@ -47,6 +49,8 @@ RUNNERS: dict[str, Runner] = {
     "latency": latency.run,
     "memory": memory.run,
     "retention": retention.run,
+    "api": api.run,
+    "cold": cold.run,
     "erasure": erasure.run,
 }
 BUDGET_S = 900
