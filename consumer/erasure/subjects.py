@@ -16,6 +16,7 @@ _WORD = rb"A-Za-z0-9_.@\-"
 # Characters a JSON encoder may escape (or a pickle store otherwise): ids holding one are
 # never ruled out by a byte search.
 _ESCAPED = re.compile(r"[^A-Za-z0-9_.@:+=#~ -]")
+FEW_CONVERSATIONS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +61,16 @@ class Subject:
 
     def may_hold(self, raw: bytes, conversation: str | None) -> bool:
         """False only if the value cannot be the subject's: its key names none of the
-        subject's conversations and its bytes hold neither the subject's id nor one of them
-        (ids that JSON or a pickle could store otherwise than as their UTF-8 bytes are always
-        looked at). Spares decoding every checkpoint of everyone else."""
+        subject's conversations and its bytes hold neither the subject's id nor (up to
+        FEW_CONVERSATIONS of them) one of its conversations' ids. Ids that JSON or a pickle
+        could store otherwise than as their UTF-8 bytes are always looked at. Spares decoding
+        every checkpoint of everyone else (a value whose key names another conversation than
+        its payload, of a subject with more conversations than that, and without its id, is
+        not looked at)."""
         if conversation is not None and conversation in self.conversation_ids:
             return True
-        found = _needles(self.id, self.conversation_ids)
-        return found is None or found.search(raw) is not None
+        needles = _needles(self.id, self.conversation_ids)
+        return needles is None or any(n in raw for n in needles)
 
     def mentions(self, raw: bytes, conversation: str | None, default_tenant: str) -> bool:
         """Bytes that cannot be decoded (or only a value's first bytes): the subject's if they
@@ -81,12 +85,12 @@ class Subject:
 
 
 @functools.lru_cache(maxsize=16)
-def _needles(subject: str, conversations: frozenset[str]) -> re.Pattern[bytes] | None:
-    """One pattern for the id and the conversations' ids (None: one of them may be escaped)."""
-    needles = (subject, *sorted(conversations))
-    if any(_ESCAPED.search(n) for n in needles):
+def _needles(subject: str, conversations: frozenset[str]) -> tuple[bytes, ...] | None:
+    """The byte strings one of which a value of the subject holds (None: look at all)."""
+    wanted = (subject, *(sorted(conversations) if len(conversations) <= FEW_CONVERSATIONS else ()))
+    if any(_ESCAPED.search(n) for n in wanted):
         return None
-    return re.compile(b"|".join(re.escape(n.encode()) for n in needles))
+    return tuple(n.encode() for n in wanted)
 
 
 def _word(value: str) -> re.Pattern[bytes]:
