@@ -103,7 +103,7 @@ SHOWN = (
     ("erasure.live_checkpoints", "live checkpoints in Redis"),
     ("erasure.victim_rows", "the erased customer's rows"),
     ("erasure.erase_s", "archiver erase of one customer: seconds in all"),
-    ("erasure.steps_s.redis", "its Redis step (SCAN + decode every value): seconds"),
+    ("erasure.steps_s.redis", "start, tombstone and Redis step (SCAN, read all): s"),
     ("erasure.steps_s.postgres", "its PostgreSQL step: seconds"),
     ("erasure.archive_ms.baseline.p99", "archive_ms p99, nothing else running"),
     ("erasure.archive_ms.during_erasure.p99", "archive_ms p99 during the erasure"),
