@@ -24,6 +24,7 @@ import consumer
 
 from . import (
     api,
+    cold,
     config,
     latency,
     memory,
@@ -48,6 +49,7 @@ RUNNERS: dict[str, Runner] = {
     "memory": memory.run,
     "retention": retention.run,
     "api": api.run,
+    "cold": cold.run,
 }
 BUDGET_S = 900
 console = Console(stderr=True)
