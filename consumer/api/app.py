@@ -53,6 +53,7 @@ def create(config: Config) -> FastAPI:
         description=DESCRIPTION, lifespan=lifespan,
     )  # fmt: skip
     application.state.erasure_key = config.erasure_key
+    application.state.timeout = config.timeout  # also the longest wait for a pooled connection
     problems.install(application)
     application.include_router(routes.v1)
     application.include_router(routes.probes)

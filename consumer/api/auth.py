@@ -62,7 +62,11 @@ async def session(
     """A transaction as the tenant of `key` (read-only unless `write`), if the key holds
     `scope`."""
     pool: asyncpg.Pool = request.app.state.pool
-    async with pool.acquire() as conn, conn.transaction(readonly=not write):
+    # a busy pool answers 503 after the timeout (TimeoutError), rather than queueing for ever
+    async with (
+        pool.acquire(timeout=request.app.state.timeout) as conn,
+        conn.transaction(readonly=not write),
+    ):
         tenant, key_id, scopes = await _tenant_of(conn, key)
         if scope not in scopes:
             raise problems.Problem(403, f"this API key lacks the {scope!r} scope")

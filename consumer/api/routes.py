@@ -143,7 +143,7 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     pool: asyncpg.Pool = request.app.state.pool
     try:
-        async with pool.acquire() as conn:
+        async with pool.acquire(timeout=request.app.state.timeout) as conn:
             await conn.fetchval(queries.get("api_ping"))
     except problems.DATABASE_FAILURES:
         return _json({"status": "unavailable"}, 503)
