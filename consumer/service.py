@@ -141,7 +141,7 @@ def _assemble(
         batch_bytes=settings.batch_bytes,
     )
     codec = codec_options(settings)
-    the_store = store.Store(pool)
+    the_store = store.Store(pool, settings.erasure_secret)
     archiver = archive.Archiver(
         checkpoints.Checkpoints(client, layout, timing, source_of(settings, layout)),
         the_store,

@@ -132,7 +132,7 @@ async def _replay(s: settings.Settings, ids: list[int]) -> deadletters.Replay:
     source = service.source_of(s)
     pool = await store.connect(s.database_url, command_timeout=s.db_timeout, max_size=2)
     try:
-        the_store = store.Store(pool)
+        the_store = store.Store(pool, s.erasure_secret)
         return await deadletters.replay(the_store, source, ids)
     finally:
         await pool.close()

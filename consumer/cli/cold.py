@@ -27,17 +27,9 @@ def _run(s: settings.Settings, work: Callable[[asyncpg.Connection, Storage], Awa
         try:
             return await work(conn, where)
         except OSError as exc:
-            raise _storage_failed(where, exc) from exc
+            raise storage.failure(where, exc) from exc
 
     return app.run_db(s, guarded)
-
-
-def _storage_failed(where: Storage, exc: BaseException) -> storage.ColdStorageError:
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return storage.ColdStorageError(
-        f"the cold tier at {where.url} failed ({type(exc).__name__}: {reason}): check"
-        " ARCHIVER_COLD_URL, ARCHIVER_S3_ENDPOINT_URL and the AWS_* variables"
-    )
 
 
 def _month(value: str | None) -> date | None:
@@ -175,7 +167,7 @@ def cold_query_command(sql: str, limit: int, out: terminal.Output, **values: Any
     try:
         answer = query.run(where, sql, limit)
     except OSError as exc:
-        raise _storage_failed(where, exc) from exc
+        raise storage.failure(where, exc) from exc
     columns = [
         terminal.column(c, c, "prose" if c == "message_content" else "text") for c in answer.columns
     ]

@@ -87,8 +87,8 @@ class Limits:
     """How files are cut: rows per file, and a row group closes at either bound."""
 
     part_rows: int = 5_000_000
-    group_rows: int = 131_072
-    group_bytes: int = 64 << 20
+    group_rows: int = 65_536
+    group_bytes: int = 32 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +140,12 @@ async def export_month(
 ) -> Result:
     """Export a tenant's month if PostgreSQL holds rows its current version lacks."""
     previous = await records.current(conn, tenant, month)
-    now = await records.stats(conn, tenant, month)
-    if records.covers(previous, now) or (previous is not None and now.rows == 0):
-        return Result(tenant, month, "unchanged", _version(previous))
-    if now.rows == 0:
-        return Result(tenant, month, "empty")
-    restored = await restore.restore_record(conn, where, previous) if previous else 0
+    restored = 0
+    if previous is not None:  # (a first export reads the month's stats once, in its snapshot)
+        now = await records.stats(conn, tenant, month)
+        if records.covers(previous, now) or now.rows == 0:
+            return Result(tenant, month, "unchanged", _version(previous))
+        restored = await restore.restore_record(conn, where, previous)
     async with conn.transaction(isolation="repeatable_read"):
         result = await _export_locked(conn, where, tenant, month, limits)
     return Result(**{**_fields(result), "restored": restored})
@@ -168,13 +168,15 @@ async def _export_locked(
     snapshot = await records.stats(conn, tenant, month)
     if records.covers(previous, snapshot):
         return Result(tenant, month, "unchanged", _version(previous))
+    if snapshot.rows == 0:
+        return Result(tenant, month, "empty")
     export_id = uuid.uuid4().hex
     await asyncio.to_thread(storage.remove_tree, where, layout.staging_dir(tenant, month))
     written = await _write(conn, where, tenant, month, export_id, limits)
     if sum(w.rows for w in written) != snapshot.rows:
         raise exceptions.ArchiverError("the export's files do not hold its snapshot's rows")
     await asyncio.to_thread(_publish, where, tenant, month, export_id, written)
-    version = 1 if previous is None else previous["version"] + 1
+    version: int = await conn.fetchval(queries.get("cold_next_version"), tenant, month)
     manifest = _manifest(tenant, month, export_id, version, previous, snapshot, written)
     await asyncio.to_thread(storage.write_bytes, where, layout.manifest(export_id), manifest)
     await _record(conn, where, tenant, month, export_id, version, snapshot, written)

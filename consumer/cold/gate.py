@@ -16,10 +16,15 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import structlog
+from rich.text import Text
+
 from consumer import exceptions, jobs, partitions, queries, terminal
 from consumer.cold import export, layout, records, storage, verify
 from consumer.cold.storage import Storage
 from consumer.settings import Settings
+
+log = structlog.get_logger("consumer.cold.gate")
 
 
 def open_storage(s: Settings) -> Storage:
@@ -48,10 +53,23 @@ class ColdGate:
         record = await records.current(conn, tenant, month)
         now = await records.stats(conn, tenant, month)
         if self.export_first and not (_verified(record) and records.covers(record, now)):
-            await exported_and_verified(conn, self.where, tenant, month, self.limits)
+            failed = await self._export(conn, tenant, month)
+            if failed is not None:
+                return failed
             record = await records.current(conn, tenant, month)
             now = await records.stats(conn, tenant, month)
         return _reason(record, now)
+
+    async def _export(self, conn: jobs.Connection, tenant: str, month: date) -> str | None:
+        """Export and verify the month; why not, if that failed (its rows then stay, and the
+        rest of the retention run goes on)."""
+        try:
+            await exported_and_verified(conn, self.where, tenant, month, self.limits)
+        except (exceptions.ArchiverError, OSError) as exc:
+            log.warning("cold.gate_export_failed", month=layout.month_text(month),
+                        error=jobs.error_text(exc))  # fmt: skip
+            return f"export: exporting it first failed ({jobs.error_text(exc)})"
+        return None
 
 
 def _verified(record: Any) -> bool:
@@ -163,8 +181,6 @@ COLUMNS = [
 def render(report: jobs.Counts, out: Any) -> None:
     if report["items"]:
         terminal.listing(out, COLUMNS, report["items"])
-    from rich.text import Text
-
     terminal.sentence(out, Text(f"exported {report['exported']} month(s) ({report['rows_exported']} rows),"
                                 f" unchanged {report['unchanged']}, failed verify {report['failed_verify']}"))  # fmt: skip
 
@@ -176,6 +192,3 @@ def month_of(text: str) -> date:
         return date(year, month, 1)
     except ValueError:
         raise exceptions.UsageError(f"not a month: {text!r} (use YYYY-MM)") from None
-
-
-__all__ = ["ColdGate", "layout"]

@@ -98,3 +98,12 @@ def remove_tree(storage: Storage, relative: str) -> None:
     path = storage.path(relative)
     if storage.filesystem.get_file_info(path).type != fs.FileType.NotFound:
         storage.filesystem.delete_dir(path)
+
+
+def failure(where: Storage, exc: BaseException) -> ColdStorageError:
+    """A storage error for people: what failed, and which settings to check."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return ColdStorageError(
+        f"the cold tier at {where.url} failed ({type(exc).__name__}: {reason}): check"
+        " ARCHIVER_COLD_URL, ARCHIVER_S3_ENDPOINT_URL and the AWS_* variables"
+    )

@@ -96,7 +96,7 @@ async def verify_record(conn: jobs.Connection, where: Storage, record: asyncpg.R
     try:
         problem = await asyncio.to_thread(problem_of, where, record)
     except OSError as exc:  # storage unreachable: nothing learnt about the files
-        raise storage.ColdStorageError(f"cannot read the cold tier: {exc}") from exc
+        raise storage.failure(where, exc) from exc
     if problem is None:
         await conn.fetchval(queries.get("cold_verified"), record["id"])
     else:

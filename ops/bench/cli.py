@@ -22,7 +22,20 @@ from rich.console import Console
 
 import consumer
 
-from . import config, latency, memory, naive, procs, report, retention, stack, sweep, throughput
+from . import (
+    api,
+    cold,
+    config,
+    latency,
+    memory,
+    naive,
+    procs,
+    report,
+    retention,
+    stack,
+    sweep,
+    throughput,
+)
 from .common import Context, Result, pg_connection, redis_client
 from .workload import Generator
 
@@ -35,6 +48,8 @@ RUNNERS: dict[str, Runner] = {
     "latency": latency.run,
     "memory": memory.run,
     "retention": retention.run,
+    "api": api.run,
+    "cold": cold.run,
 }
 BUDGET_S = 900
 console = Console(stderr=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from ops.faults import hooks, retention, surroundings
+from ops.faults import erasure, hooks, retention, surroundings
 from ops.faults.procs import Proc
 from ops.faults.runner import Run, Scenario, redis_command
 from ops.faults.shapes import HANG_S, MB, due_soon, mix, windows
@@ -328,6 +328,19 @@ def retention_kills(quick: bool) -> Scenario:
     )  # fmt: skip
 
 
+# --- erasure_race --------------------------------------------------------------------------------
+
+
+def erasure_race(quick: bool) -> Scenario:
+    """Erasures of customers SIGKILLed mid-way while every customer keeps writing (see
+    ops/faults/erasure.py); every one resumed and verified."""
+    return Scenario(
+        "erasure_race", "erase customers while they write; SIGKILL half the erasures, resume",
+        windows(quick), mix(quick, duration=12.0 if quick else 30.0),
+        erasure.inject_erasure_race, settle_s=60.0, env=erasure.env,
+    )  # fmt: skip
+
+
 SCENARIOS: dict[str, Callable[[bool], Scenario]] = {
     "kill9": kill9,
     "pg_outage": pg_outage,
@@ -342,5 +355,6 @@ SCENARIOS: dict[str, Callable[[bool], Scenario]] = {
     "no_notifications": no_notifications,
     "timestamp_drift": timestamp_drift,
     "retention": retention_kills,
+    "erasure_race": erasure_race,
     **surroundings.SCENARIOS,
 }

@@ -18,6 +18,8 @@ TINY = [
     "--latency-seconds", "3", "--latency-lead-s", "1", "--background", "2000",
     "--sweep-keys", "2000", "--memory-n", "300", "--memory-buffer-s", "30",
     "--retention-rows", "6000", "--retention-rate", "50", "--retention-baseline-s", "1",
+    "--cold-rows", "4000",
+    "--api-rows", "6000", "--api-rate", "50", "--api-seconds", "1",
 ]  # fmt: skip
 NUMBERS = {
     "throughput": ("ckpt_per_s", "msgs_per_s", "floor_rows_per_s", "ratio_vs_floor"),
@@ -39,6 +41,17 @@ NUMBERS = {
         "archive_ms.baseline.p99",
         "archive_ms.during_retention.p99",
     ),
+    "cold": (
+        "rows",
+        "floor_rows_per_s",
+        "export_rows_per_s",
+        "ratio_vs_floor",
+        "compression_vs_table",
+        "peak_rss_mb",
+        "verify_rows_per_s",
+        "restore_rows_per_s",
+    ),
+    "api": ("latency_ms.all.p99", "floor_ms.all.p50", "ratio_p50_vs_floor", "capacity_rps"),
 }
 TARGETS = {
     "throughput.ratio_vs_floor",
@@ -50,6 +63,11 @@ TARGETS = {
     "memory.peak_rss_mb",
     "memory.all_archived_before_ttl",
     "retention.archive_ms.during_retention.p99",
+    "cold.ratio_vs_floor",
+    "cold.compression_vs_table",
+    "cold.peak_rss_mb",
+    "api.latency_ms.all.p99",
+    "api.ratio_p50_vs_floor",
 }
 
 

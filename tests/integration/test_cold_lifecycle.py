@@ -1,0 +1,121 @@
+"""The cold tier in a month's life: retention's `--then export` deletes only what a verified
+export covers (exporting first, and again when late rows arrive), and the monthly `cold` job
+exports the months past each `export` policy."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from consumer import jobs, periodic, policies, retention
+from consumer.cold import query, records, storage
+from ops import seed
+from tests.conftest import MakeSettings
+
+SHAPE = seed.Shape(tenants=("acme", "globex"), months=4, rows=800, per_conversation=8)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    created = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
+    yield created
+    await created.close()
+
+
+async def run_job(
+    pool: asyncpg.Pool, make_settings: MakeSettings, name: str, **s: str
+) -> jobs.Counts:
+    settings = make_settings(**s)
+    outcome = await jobs.Runner(pool, settings).run(periodic.named(settings, name))
+    assert outcome is not None and outcome.status == "ok", outcome
+    return outcome.counts
+
+
+async def rows_by_month(db: asyncpg.Connection, tenant: str) -> dict[str, int]:
+    found = await db.fetch(
+        "SELECT to_char(\"timestamp\" AT TIME ZONE 'UTC', 'YYYY-MM') AS month, count(*) AS n"
+        " FROM conversation_history WHERE tenant_id = $1 GROUP BY 1", tenant,
+    )  # fmt: skip
+    return {r["month"]: r["n"] for r in found}
+
+
+def cold_count(url: str, tenant: str) -> dict[str, int]:
+    con = query.connect(storage.open_url(url))
+    try:
+        found = con.execute(
+            "SELECT month, count(*) FROM conversation_history WHERE tenant_id = ? GROUP BY 1",
+            [tenant],
+        ).fetchall()
+    finally:
+        con.close()
+    return {month: n for month, n in found}
+
+
+async def test_export_policy_deletes_only_verified_covered_months_and_late_rows_export_again(
+    db: asyncpg.Connection, pool: asyncpg.Pool, make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    url = f"file://{tmp_path}/cold"
+    now: datetime = await db.fetchval("SELECT now()")
+    await seed.load(db, SHAPE, now)
+    await policies.put(db, policies.Policy(None, timedelta(days=45), "export"))
+    before = await rows_by_month(db, "acme")
+    # a dry run exports nothing and keeps every month (no verified copy yet)
+    s = make_settings(cold_url=url)
+    conn = await pool.acquire()
+    try:
+        preview = await retention.preview(
+            conn, "plain", periodic.export_gate(s, export_first=False)
+        )
+    finally:
+        await pool.release(conn)
+    assert preview["rows_dropped"] == preview["rows_deleted"] == 0
+    assert not await db.fetchval("SELECT count(*) FROM archived_partitions")
+
+    counts = await run_job(pool, make_settings, "retention", cold_url=url)
+    assert counts["rows_dropped"] + counts["rows_deleted"] > 0
+    gone = {m: n for m, n in before.items() if m not in await rows_by_month(db, "acme")}
+    assert gone and cold_count(url, "acme") == gone
+    listed = await records.listing(db, "acme")
+    assert {r["month"].strftime("%Y-%m") for r in listed} == set(gone)
+    assert all(r["verified_at"] is not None for r in listed)
+
+    # a late checkpoint brings a row back into an exported, deleted month
+    month = min(gone)
+    late = datetime.fromisoformat(f"{month}-02T00:00:00+00:00")
+    await db.execute("SELECT archiver_ensure_partition($1)", late)
+    await db.execute(
+        "INSERT INTO conversation_history (tenant_id, conversation_id, \"timestamp\","
+        " message_role, message_content, message_key, source_key)"
+        " VALUES ('acme', 'late-conv', $1, 'user', 'late', 'late-1', 'late-src')", late,
+    )  # fmt: skip
+    await run_job(pool, make_settings, "retention", cold_url=url)
+    assert month not in await rows_by_month(db, "acme")
+    assert cold_count(url, "acme")[month] == gone[month] + 1
+    current = await records.current(db, "acme", late.date().replace(day=1))
+    assert current is not None and current["version"] == 2 and current["verified_at"] is not None
+
+
+async def test_the_cold_job_exports_months_past_export_policies_only(
+    db: asyncpg.Connection, pool: asyncpg.Pool, make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    url = f"file://{tmp_path}/cold"
+    now: datetime = await db.fetchval("SELECT now()")
+    await seed.load(db, SHAPE, now)
+    await policies.put(db, policies.Policy("acme", timedelta(days=45), "export"))
+    await policies.put(db, policies.Policy("globex", timedelta(days=45), "delete"))
+    listed = {j.name: j.schedule for j in periodic.registered(make_settings(cold_url=url))}
+    assert listed["cold"] == "0 3 1 * *"
+    assert periodic.named(make_settings(), "cold").schedule == "off"  # no cold tier, no runs
+    counts = await run_job(pool, make_settings, "cold", cold_url=url)
+    assert counts["exported"] > 0 and counts["failed_verify"] == 0
+    assert {i["tenant"] for i in counts["items"]} == {"acme"}
+    cutoff = now - timedelta(days=45)
+    for item in counts["items"]:
+        end = datetime.fromisoformat(f"{item['month']}-01T00:00:00+00:00") + timedelta(days=31)
+        assert end.replace(day=1) <= cutoff.astimezone(UTC)
+    again = await run_job(pool, make_settings, "cold", cold_url=url)
+    assert again["exported"] == 0 and again["unchanged"] == counts["exported"]
