@@ -401,3 +401,26 @@ async def _subscribed(admin: aioredis.Redis) -> bool:
 
 async def _unsubscribed(admin: aioredis.Redis) -> bool:
     return not await _subscribed(admin)
+
+
+async def test_a_checkpoint_without_ttl_is_archived_by_its_id_time_and_kept(
+    make_lg: MakeSettings, stack_admin_url: str, db: asyncpg.Connection
+) -> None:
+    ident = "1f1f28dd-7d29-683d-8000-ded32a568d5d"  # a UUID v6 of 2026-12-07T22:30:45Z
+    key = f"checkpoint:acme/no-ttl:__empty__:{ident}"
+    human = {"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages",
+             "HumanMessage"], "kwargs": {"content": "hi", "type": "human", "id": "h-1"}}  # fmt: skip
+    doc = {"thread_id": "acme/no-ttl", "checkpoint_ns": "__empty__", "checkpoint_id": ident,
+           "metadata": "{}", "checkpoint": {"ts": "2026-12-07T22:30:45+00:00", "id": ident,
+           "channel_values": {"messages": [human], "user": {"id": "u-7"}}}}  # fmt: skip
+    admin = aioredis.Redis.from_url(stack_admin_url)
+    try:
+        await admin.json().set(key, "$", doc)
+        async with service.connected(make_lg(archive_after="1s")) as parts:
+            first = await parts.sweeper.sweep()
+            again = await parts.sweeper.sweep()  # archived already: left alone
+        assert (first.outcome.archived, again.due, again.outcome.archived) == (1, 0, 0)
+        assert await admin.exists(key)  # the application's, until it deletes it
+    finally:
+        await admin.aclose()
+    assert await db.fetchval("SELECT message_key FROM conversation_history") == "id:h-1"
