@@ -410,7 +410,7 @@ async def test_a_checkpoint_without_ttl_is_archived_by_its_id_time_and_kept(
     key = f"checkpoint:acme/no-ttl:__empty__:{ident}"
     human = {"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages",
              "HumanMessage"], "kwargs": {"content": "hi", "type": "human", "id": "h-1"}}  # fmt: skip
-    doc = {"thread_id": "acme/no-ttl", "checkpoint_ns": "__empty__", "checkpoint_id": ident,
+    doc: dict[str, Any] = {"thread_id": "acme/no-ttl", "checkpoint_ns": "__empty__", "checkpoint_id": ident,
            "metadata": "{}", "checkpoint": {"ts": "2026-12-07T22:30:45+00:00", "id": ident,
            "channel_values": {"messages": [human], "user": {"id": "u-7"}}}}  # fmt: skip
     admin = aioredis.Redis.from_url(stack_admin_url)
