@@ -305,3 +305,72 @@ def _claim_of(key: str, reply: Any) -> model.Claim:
     if status is model.ClaimStatus.WRONGTYPE:
         return model.Claim(key, status, pttl_ms=pttl, error=f"key holds a {text(reply[2])}")
     return model.Claim(key, status, pttl_ms=pttl)
+
+
+# --- erasure (consumer/erasure/): find a subject's checkpoints by their values, delete them ---
+
+
+async def scan_page(cp: Checkpoints, cursor: int, count: int) -> tuple[int, list[str]]:
+    """One SCAN page of checkpoint keys (as the sweeper pages): the next cursor and the keys."""
+    cursor, found = await cp.client.scan(cursor, match=cp.layout.scan_match, count=count)
+    named = [text(k) for k in found]
+    return int(cursor), [k for k in named if cp.layout.is_checkpoint(k)]
+
+
+async def sizes(cp: Checkpoints, keys_: Sequence[str]) -> list[int]:
+    """Each key's value size in bytes (STRLEN, pipelined; 0 for a key gone or not a string)."""
+    async with cp.client.pipeline(transaction=False) as pipe:
+        for key in keys_:
+            pipe.strlen(key)
+        replies = await pipe.execute(raise_on_error=False)
+    return [r if isinstance(r, int) else 0 for r in replies]
+
+
+async def values(cp: Checkpoints, keys_: Sequence[str]) -> list[bytes | None]:
+    """The values of `keys_` (GET, pipelined); None for a key gone or not a string. The caller
+    bounds the bytes asked for at once (by `sizes`)."""
+    async with cp.client.pipeline(transaction=False) as pipe:
+        for key in keys_:
+            pipe.get(key)
+        replies = await pipe.execute(raise_on_error=False)
+    return [r if isinstance(r, bytes) else None for r in replies]
+
+
+async def chunks_of(cp: Checkpoints, key: str, size: int) -> list[bytes]:
+    """A value too large to read whole, in READ_CHUNK pieces (GETRANGE), for a caller that
+    scans them one by one; empty if the key went away."""
+    parts = []
+    for start in range(0, size, READ_CHUNK):
+        part = cast(bytes, await cp.client.getrange(key, start, min(size, start + READ_CHUNK) - 1))
+        if not part:
+            return []
+        parts.append(part)
+    return parts
+
+
+async def erase(cp: Checkpoints, read: Sequence[tuple[str, str]]) -> list[int]:
+    """Delete each (key, SHA-1 of the value read) with its shadow, claim and hold mark if it
+    still holds that value (consumer/lua/erase.lua), and its deadline-index entry: per key
+    1 deleted, 0 changed since (kept), -1 already gone."""
+    layout, batches = cp.layout, []
+    for chunk in _chunks(read):
+        keys_ = [
+            k for key, _ in chunk
+            for k in (key, layout.shadow(key), layout.claim(key), layout.held(key))
+        ]  # fmt: skip
+        batches.append((keys_, [sha for _, sha in chunk]))
+    script = _erase_script(cp)
+    replies: list[Any] = []
+    async with cp.client.pipeline(transaction=False) as pipe:
+        for keys_, args in batches:
+            await script(keys=keys_, args=args, client=pipe)
+        for reply in await pipe.execute():
+            replies.extend(reply)
+    await cp.unschedule([key for (key, _), r in zip(read, replies, strict=True) if r != 0])
+    return [int(r) for r in replies]
+
+
+def _erase_script(cp: Checkpoints) -> AsyncScript:
+    if "erase" not in cp._scripts:
+        cp._scripts["erase"] = cp.client.register_script(lua("erase"))
+    return cp._scripts["erase"]

@@ -95,3 +95,9 @@ for _event in ("expired", "set", "expire"):
     EVENTS.labels(event=_event)
 for _source in ("event", "sweep"):
     SHADOWS_ARMED.labels(source=_source)
+# --- erasure (consumer/fences.py, consumer/erasure/) ---
+ERASED = Counter(
+    "archiver_messages_erased",
+    "Messages of erased subjects the archive path refused (stamped at or before the erasure).",
+)
+ERASURES = Counter("archiver_erasures", "Erasure steps completed, by step.", ["step"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 
-from consumer import exceptions, jobs, partitions, retention
+from consumer import erasure, exceptions, jobs, partitions, retention
 from consumer.cold import gate as cold
 from consumer.settings import Settings
 
@@ -34,6 +34,12 @@ def registered(s: Settings) -> tuple[jobs.Job, ...]:
             s.cold_schedule if s.cold_url else "off",
             cold.run_job,
             "exports and verifies past months of `export` policies to the cold tier",
+        ),
+        jobs.Job(
+            "erasure",
+            s.erasure_schedule,
+            erasure.resume_unfinished,
+            "resumes unfinished erasures (a crashed `archiver erase`) to completion",
         ),
     )
 

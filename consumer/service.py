@@ -133,7 +133,7 @@ def _assemble(
         batch_bytes=settings.batch_bytes,
     )
     codec = codec_options(settings)
-    the_store = store.Store(pool)
+    the_store = store.Store(pool, settings.erasure_secret)
     archiver = archive.Archiver(
         checkpoints.Checkpoints(client, layout, timing),
         the_store,

@@ -8,7 +8,14 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer import exceptions, urls
@@ -43,15 +50,17 @@ RUN = ("run",)
 SWEEP = ("run", "sweep")
 BROWSE = ("history", "conversations", "dead-letters")
 LIFECYCLE = ("retention", "jobs", "partitions", "cold")
-DB = ("run", "sweep", "migrate", "status", "health", *BROWSE, *LIFECYCLE, "api", "api-keys")
-DECODE = ("run", "sweep", "dead-letters")
+ERASE = ("erase", "erasures")
+DB = ("run", "sweep", "migrate", "status", "health", *BROWSE, *LIFECYCLE, "api", "api-keys", *ERASE)
+DECODE = ("run", "sweep", "dead-letters", "erase")
 KEYS = (*DECODE, "status", "health")
-REDIS = ("run", "sweep", "status", "health")
+REDIS = ("run", "sweep", "status", "health", "erase")
 ALL = ("run", "sweep", "migrate", "status", "check", *BROWSE)
-LOGS = (*ALL, "health", *LIFECYCLE, "api", "api-keys")
+LOGS = (*ALL, "health", *LIFECYCLE, "api", "api-keys", *ERASE)
 JOBS = ("run", "retention", "jobs")
 API = ("api",)
 COLD = ("run", "retention", "jobs", "cold")
+ERASURE_JOB = ("run", "jobs")
 
 
 def _opt(default: Any, help: str, commands: tuple[str, ...] = SWEEP, **limits: Any) -> Any:
@@ -141,7 +150,7 @@ class Settings(BaseSettings):
     )
     # --- periodic jobs, retention and partitions (consumer/jobs.py, retention.py, partitions.py)
     run_jobs: bool = _opt(
-        True, "Host the periodic jobs (partitions, retention, cold) in `run`.", RUN
+        True, "Host the periodic jobs (partitions, retention, cold, erasure) in `run`.", RUN
     )
     job_lease: Duration = _opt(
         60.0, "Lease of a running job across replicas; renewed every third of it.", JOBS, ge=3
@@ -199,10 +208,12 @@ class Settings(BaseSettings):
         None,
         "Cold tier: file:///path or s3://bucket/prefix (unset: no cold tier; retention's"
         " `export` policies keep every row).",
-        COLD,
+        (*COLD, "erase"),
     )
     s3_endpoint_url: str | None = _opt(
-        None, "S3-compatible server for an s3:// cold tier, e.g. http://minio:9000.", COLD
+        None,
+        "S3-compatible server for an s3:// cold tier, e.g. http://minio:9000.",
+        (*COLD, "erase"),
     )
     cold_schedule: str = _opt(
         "0 3 1 * *", "When the cold tier exports past months (cron, UTC; `off`: never).", COLD
@@ -222,7 +233,36 @@ class Settings(BaseSettings):
     def _cold_url(cls, value: str | None) -> str | None:
         return None if value is None or not value.strip() else urls.check_cold_url(value.strip())
 
-    @field_validator("partitions_schedule", "retention_schedule", "cold_schedule")
+    # --- erasure (consumer/fences.py, consumer/erasure/) ---
+    erasure_key: SecretStr | None = _opt(
+        None,
+        "Secret of the keyed hash (HMAC-SHA256) that names erased subjects; at least 16"
+        " characters. Required to erase; the archiver needs it once any erasure exists. Give it"
+        " in the environment, not as a flag (a command line is visible to every local user).",
+        (*DECODE, "jobs"),
+        min_length=16,
+    )
+    erasure_schedule: str = _opt(
+        "*/10 * * * *", "When unfinished erasures are resumed (cron, UTC; `off`: never).",
+        ERASURE_JOB,
+    )  # fmt: skip
+    erasure_batch: int = _opt(
+        5000,
+        "Rows per erasure delete batch (one short transaction each).",
+        (*ERASURE_JOB, "erase"),
+        ge=1,
+    )
+
+    @property
+    def erasure_secret(self) -> bytes | None:
+        """ARCHIVER_ERASURE_KEY as bytes (None: unset)."""
+        if self.erasure_key is None:
+            return None
+        return self.erasure_key.get_secret_value().encode("utf-8")
+
+    @field_validator(
+        "partitions_schedule", "retention_schedule", "cold_schedule", "erasure_schedule"
+    )
     @classmethod
     def _cron(cls, value: str) -> str:
         if value.strip().lower() in OFF or croniter.is_valid(value):

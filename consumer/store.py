@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 from asyncpg.exceptions._base import DataError as ClientDataError
 
-from consumer import checkpoints, keys, migrate, model, queries
+from consumer import checkpoints, fences, keys, migrate, model, queries
 
 _STAGING_COLUMNS = (
     "ordinal", "tenant_id", "customer_id", "user_id", "conversation_id", "timestamp_us", "keyed_by_time",
@@ -103,8 +103,9 @@ async def connect(
 class Store:
     """Writes batches of decoded checkpoints and dead letters; reads runs."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, erasure_key: bytes | None = None) -> None:
         self.pool = pool
+        self.erasure_key = erasure_key  # ARCHIVER_ERASURE_KEY: the fence's keyed hashes
         self._months: set[tuple[int, int]] = set()
         self.schema_verified = False
 
@@ -130,15 +131,20 @@ class Store:
         """Commit a batch: new messages per source key (0 for duplicates only). `resolved`:
         dead letters (ids) that this batch archives, marked resolved in the same transaction."""
         await self.ensure_schema()
-        conversations = _conversation_columns(batch)
-        await self._ensure_months(_partition_moments(batch, conversations[4], conversations[5]))
+        everything = _conversation_columns(batch)
+        await self._ensure_months(_partition_moments(batch, everything[4], everything[5]))
         async with self.pool.acquire() as conn, conn.transaction():
+            # First: the erasure fence (its lock orders this batch against erasures' tombstones)
+            fenced = await fences.apply(conn, batch, self.erasure_key)
             if resolved:
                 await conn.execute(queries.get("dead_letters_resolve"), list(resolved))
             if dead:
                 await conn.execute(queries.get("insert_dead_letters"), *_dead_columns(dead))
-            if not batch:
-                return {}
+            if not fenced.kept:
+                return {c.source_key: 0 for c in batch}
+            kept = fenced.kept
+            fenced_off = fenced.erased or len(kept) < len(batch)
+            conversations = _conversation_columns(kept) if fenced_off else everything
             ids = await conn.fetch(queries.get("lock_conversations"), *conversations)
             late = [r for r in ids if r["identified_now"]]
             if late:
@@ -149,7 +155,7 @@ class Store:
                 for r in ids
             }
             await conn.copy_records_to_table(
-                "archiver_staging", records=_staging_rows(batch, known), columns=_STAGING_COLUMNS
+                "archiver_staging", records=_staging_rows(kept, known), columns=_STAGING_COLUMNS
             )
             rows = await conn.fetch(queries.get("insert_messages"))
         stored = {r["source_key"]: r["n"] for r in rows}

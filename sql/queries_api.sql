@@ -120,3 +120,20 @@ SELECT (SELECT count(*) FROM c) AS conversation_count,
        l.conversation_id AS last_id, l.started_at AS last_started_at,
        l.ended_at AS last_ended_at
 FROM (SELECT 1) one LEFT JOIN firsts f ON true LEFT JOIN lasts l ON true;
+
+-- name: api_cold_months
+-- The tenant's months (first days) whose history is only in the cold tier: a current, verified
+-- export, and no row of the tenant left in the warm archive for that month; within the
+-- request's window when it has one.
+SELECT a.month
+FROM archived_partitions a
+WHERE a.table_name = 'conversation_history' AND a.tenant_id = $1 AND a.is_current
+  AND a.verified_at IS NOT NULL
+  AND ($2::timestamptz IS NULL OR (a.month + interval '1 month')::timestamp AT TIME ZONE 'UTC' > $2)
+  AND ($3::timestamptz IS NULL OR a.month::timestamp AT TIME ZONE 'UTC' < $3)
+  AND NOT EXISTS (
+      SELECT 1 FROM conversation_history h
+      WHERE h.tenant_id = a.tenant_id
+        AND h."timestamp" >= a.month::timestamp AT TIME ZONE 'UTC'
+        AND h."timestamp" < (a.month + interval '1 month')::timestamp AT TIME ZONE 'UTC')
+ORDER BY a.month;

@@ -91,14 +91,18 @@ CREATE TEMP TABLE IF NOT EXISTS archiver_cold_restore (
 
 -- name: cold_restore_insert
 -- Rows of the staging table not in conversation_history (by identity) go back, with their
--- conversations' rows (created again if retention removed them, started_at moved back).
+-- conversations' rows (created again if retention removed them, started_at moved back);
+-- never a row of an erasure in progress (archiver_erasing, sql/0006_erasure.sql).
 WITH conv AS (
     INSERT INTO conversations AS c (tenant_id, conversation_id, customer_id, user_id,
                                     started_at, ended_at)
     SELECT $1, conversation_id, max(customer_id), max(user_id),
            min('epoch'::timestamptz + timestamp_us * interval '1 microsecond'),
            max('epoch'::timestamptz + timestamp_us * interval '1 microsecond')
-    FROM archiver_cold_restore GROUP BY conversation_id ORDER BY conversation_id
+    FROM archiver_cold_restore
+    WHERE NOT archiver_erasing($1, customer_id, user_id, conversation_id,
+                               'epoch'::timestamptz + timestamp_us * interval '1 microsecond')
+    GROUP BY conversation_id ORDER BY conversation_id
     ON CONFLICT (tenant_id, conversation_id) DO UPDATE
         SET started_at = least(c.started_at, excluded.started_at),
             ended_at = greatest(c.ended_at, excluded.ended_at)
@@ -111,6 +115,8 @@ WITH conv AS (
            message_content, metadata::jsonb, message_key, source_key,
            'epoch'::timestamptz + archived_at_us * interval '1 microsecond'
     FROM archiver_cold_restore
+    WHERE NOT archiver_erasing($1, customer_id, user_id, conversation_id,
+                               'epoch'::timestamptz + timestamp_us * interval '1 microsecond')
     ON CONFLICT DO NOTHING
     RETURNING 1
 )

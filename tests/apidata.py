@@ -61,3 +61,17 @@ async def add_messages(
         " ended_at = greatest(c.ended_at, excluded.ended_at)",
         tenant, conversation_id, customer, user, min(stamps), max(stamps),
     )  # fmt: skip
+
+
+async def cold_month(
+    conn: asyncpg.Connection, tenant: str, month: datetime, *, verified: bool = True
+) -> None:
+    """A row of archived_partitions as the cold tier's export leaves it (no files: the API only
+    reads the row)."""
+    await conn.execute(
+        "INSERT INTO archived_partitions (tenant_id, month, version, export_id, archive_path,"
+        " manifest_path, format, files, row_count, compressed_size, sha256, content_digest,"
+        " verified_at) VALUES ($1, $2, 1, $3, 'file:///cold', 'file:///cold/m.json', 'parquet',"
+        " 1, 10, 100, 'x', 'y', CASE WHEN $4 THEN now() END)",
+        tenant, month.date(), f"{tenant}-{month:%Y-%m}", verified,
+    )  # fmt: skip

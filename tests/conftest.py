@@ -130,6 +130,12 @@ def sample(name: str) -> bytes:
     return (SAMPLES / name).read_bytes()
 
 
+@pytest.fixture
+def api_database_url(pg_server: servers.PostgresServer, admin_database_url: str) -> str:
+    """The same database as the History API's login role (holds only archiver_api)."""
+    return pg_server.dsn(admin_database_url.rsplit("/", 1)[1], user=servers.PG_API)
+
+
 # --- the cold tier: a private S3 API server (moto) and cold tier URLs ---------------------------
 
 
@@ -158,9 +164,3 @@ def s3_bucket(s3_env: str) -> str:
     )
     client.create_dir(name)
     return f"s3://{name}/archive"
-
-
-@pytest.fixture
-def api_database_url(pg_server: servers.PostgresServer, admin_database_url: str) -> str:
-    """The same database as the History API's login role (holds only archiver_api)."""
-    return pg_server.dsn(admin_database_url.rsplit("/", 1)[1], user=servers.PG_API)

@@ -38,10 +38,11 @@ def unauthorized(detail: str) -> problems.Problem:
     return problems.Problem(401, detail, CHALLENGE)
 
 
-def presented_key(
+async def presented_key(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
 ) -> str:
-    """The key of the Authorization header (a dependency: 401 before anything else)."""
+    """The key of the Authorization header (a dependency: 401 before anything else; async so
+    that FastAPI runs it inline, not in a worker thread)."""
     if credentials is None or not credentials.credentials:
         raise unauthorized("an API key is required: Authorization: Bearer <key>")
     return credentials.credentials

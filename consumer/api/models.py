@@ -34,6 +34,10 @@ class Page(BaseModel):
     next_cursor: str | None = Field(
         description="Give it as `cursor` for the next page; null on the last page."
     )
+    cold_months: list[str] = Field(
+        description="Months (YYYY-MM) of this tenant, within the request's window if any, whose"
+        " history has moved to the cold tier: older history of this subject may be there."
+    )
 
 
 class ConversationPage(Page):

@@ -3,7 +3,7 @@ the endpoint does not know (400). Anything else is a 422 from FastAPI's validati
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -48,11 +48,11 @@ Cursor = Annotated[
 ]  # fmt: skip
 
 
-def only(*names: str) -> Callable[[Request], None]:
+def only(*names: str) -> Callable[[Request], Awaitable[None]]:
     """A dependency refusing (400) a query parameter not in `names`, or one given twice."""
     allowed = frozenset(names)
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:  # async: FastAPI runs it inline, not in a thread
         given = [key for key, _ in request.query_params.multi_items()]
         unknown = sorted({key for key in given if key not in allowed})
         if unknown:

@@ -77,6 +77,11 @@ async def _database(_: Request, exc: Exception) -> Response:
                     {"Retry-After": "5"})  # fmt: skip
 
 
+async def _bug(_: Request, exc: Exception) -> Response:
+    log.error("api_internal_error", error=type(exc).__name__)  # never the request's content
+    return response(500, "internal error: the API failed on this request (see its logs)")
+
+
 DATABASE_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
@@ -86,6 +91,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     for kind in DATABASE_FAILURES:
         app.add_exception_handler(kind, _database)
+    app.add_exception_handler(Exception, _bug)  # a bug still answers in problem details
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -93,6 +93,16 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+# --- the cold tier ---------------------------------------------------------------------------------
+
+
+async def cold_months(s: auth.Session, window: Window = Window()) -> list[str]:
+    """The tenant's months (YYYY-MM) whose history has moved to the cold tier: older history
+    of the subject asked about may be there (the warm archive no longer holds those months)."""
+    rows = await s.conn.fetch(queries.get("api_cold_months"), s.tenant, window.since, window.until)
+    return [row["month"].strftime("%Y-%m") for row in rows]
+
+
 # --- conversations -------------------------------------------------------------------------------
 
 
@@ -119,6 +129,7 @@ async def conversations(s: auth.Session, wanted: ConversationFilter, page: Page)
     return {
         "items": [dict(r) for r in rows[: page.limit]],
         "next_cursor": _next(CONVERSATIONS, rows, page.limit, "started_at", "conversation_id"),
+        "cold_months": await cold_months(s, wanted.window),
     }
 
 
@@ -153,6 +164,7 @@ async def conversation_messages(
     return {
         "items": [_message(r) for r in rows[: page.limit]],
         "next_cursor": _next(MESSAGES, rows, page.limit, "timestamp", "id"),
+        "cold_months": await cold_months(s),
     }
 
 
@@ -173,6 +185,7 @@ async def customer_messages(
     return {
         "items": [_message(r) for r in rows[: page.limit]],
         "next_cursor": _next(CUSTOMER_MESSAGES, rows, page.limit, "timestamp", "id"),
+        "cold_months": await cold_months(s, window),
     }
 
 

@@ -133,7 +133,7 @@ async def _replay(s: settings.Settings, ids: list[int]) -> deadletters.Replay:
     layout = keys.layout_from(s.key_pattern, s.shadow_prefix)
     pool = await store.connect(s.database_url, command_timeout=s.db_timeout, max_size=2)
     try:
-        the_store = store.Store(pool)
+        the_store = store.Store(pool, s.erasure_secret)
         return await deadletters.replay(the_store, layout, service.codec_options(s), ids)
     finally:
         await pool.close()

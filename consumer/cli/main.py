@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from consumer.cli import api, app, archiving, browse, checks, cold, lifecycle
+from consumer.cli import api, app, archiving, browse, checks, cold, erasing, lifecycle
 from consumer.demo import command as demo
 
 # Importing a command module registers its commands on app.main; these names keep them used.
-CAPABILITIES = (archiving, checks, browse, lifecycle, api, cold)
+CAPABILITIES = (archiving, checks, browse, lifecycle, api, cold, erasing)
 app.main.add_command(demo.command)
 main = app.main

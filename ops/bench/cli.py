@@ -23,6 +23,7 @@ from rich.console import Console
 import consumer
 
 from . import (
+    api,
     cold,
     config,
     latency,
@@ -47,6 +48,7 @@ RUNNERS: dict[str, Runner] = {
     "latency": latency.run,
     "memory": memory.run,
     "retention": retention.run,
+    "api": api.run,
     "cold": cold.run,
 }
 BUDGET_S = 900

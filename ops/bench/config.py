@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("throughput", "naive", "latency", "sweep", "memory", "retention", "cold")
+SCENARIOS = ("throughput", "naive", "latency", "sweep", "memory", "retention", "cold", "api")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,9 @@ class Config:
     retention_rate: int = 1_000
     retention_baseline_s: float = 30.0
     cold_rows: int = 10_000_000
+    api_rows: int = 10_000_000
+    api_rate: int = 200
+    api_seconds: float = 30.0
     pg_fsync: bool = True
     profile: Path | None = None
     workdir: Path | None = None
@@ -54,6 +57,8 @@ QUICK = {
     "retention_rate": 200,
     "retention_baseline_s": 5.0,
     "cold_rows": 200_000,
+    "api_rows": 100_000,
+    "api_seconds": 5.0,
 }
 
 _HELP = {
@@ -75,6 +80,9 @@ _HELP = {
     "retention_rate": "retention: checkpoints coming due per second meanwhile",
     "retention_baseline_s": "retention: seconds of archiving measured before any delete",
     "cold_rows": "cold: rows of one tenant over two months; the last month is exported",
+    "api_rows": "api: messages of history (100 per conversation, 3 tenants)",
+    "api_rate": "api: requests per second sent (open loop)",
+    "api_seconds": "api: seconds of load, paced and then as fast as it goes",
 }
 
 

@@ -37,6 +37,9 @@ TARGETS = (
     Target("cold.ratio_vs_floor", ">=", 0.7),
     Target("cold.compression_vs_table", ">=", 8),
     Target("cold.peak_rss_mb", "<=", 300),
+    Target("api.latency_ms.all.p99", "<=", 50),
+    # "the API adds at most 2x the floor's p50": p50 at most 3x the floor's
+    Target("api.ratio_p50_vs_floor", "<=", 3),
 )
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
@@ -83,6 +86,19 @@ SHOWN = (
     ("cold.peak_rss_mb", "cold export peak RSS (MB, its own process)"),
     ("cold.verify_rows_per_s", "cold verify rows/s (read back, hashed, digested)"),
     ("cold.restore_rows_per_s", "cold restore rows/s"),
+    ("api.rows", "api: messages of history (3 tenants, 100 per conversation)"),
+    ("api.achieved_rps", "api: requests/s sent (open loop)"),
+    ("api.latency_ms.conversation_page.p50", "conversation page p50 (ms)"),
+    ("api.latency_ms.conversation_page.p99", "conversation page p99 (ms)"),
+    ("api.latency_ms.customer_page.p50", "customer page p50 (ms)"),
+    ("api.latency_ms.customer_page.p99", "customer page p99 (ms)"),
+    ("api.latency_ms.profile.p50", "profile p50 (ms)"),
+    ("api.latency_ms.profile.p99", "profile p99 (ms)"),
+    ("api.latency_ms.all.p99", "all requests p99 (ms)"),
+    ("api.floor_ms.all.p50", "floor: same transactions, bare asyncpg, p50 (ms)"),
+    ("api.ratio_p50_vs_floor", "API p50 ÷ floor p50"),
+    ("api.capacity_rps", "requests/s with 8 clients (closed loop)"),
+    ("api.errors", "non-200 answers"),
 )
 
 

@@ -15,13 +15,14 @@ final state, never from the archiver's own counters.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from consumer import keys
 from ops.faults.ledger import Identity, Ledger, Version, digest
 
 ROWS_SQL = (
@@ -76,19 +77,40 @@ class FinalState:
 
 
 async def gather(
-    database_url: str, client: aioredis.Redis, ledger: Ledger, ignored: Iterable[str] = ()
+    database_url: str,
+    client: aioredis.Redis,
+    ledger: Ledger,
+    ignored: Iterable[str] = (),
+    conversations: Collection[tuple[str, str]] = (),
 ) -> FinalState:
-    """The final state; rows of `ignored` tenants (put there by the scenario) are left out."""
+    """The final state; rows of `ignored` tenants (put there by the scenario) and of
+    `conversations` (tenant, id: erased by the scenario) are left out."""
     conn = await asyncpg.connect(database_url, timeout=30)
     try:
         rows: dict[Identity, list[str]] = {}
         for r in await conn.fetch(ROWS_SQL, list(ignored), timeout=300):
+            if (r["tenant_id"], r["conversation_id"]) in conversations:
+                continue
             identity = (r["tenant_id"], r["conversation_id"], r["message_key"])
             rows.setdefault(identity, []).append(r["message_content"])
         dead = frozenset(_dead_letter(r, ledger) for r in await conn.fetch(DEAD_SQL))
     finally:
         await conn.close()
     return FinalState(rows, dead, await present_values(client, ledger))
+
+
+def forget(ledger: Ledger, layout: keys.Layout, conversations: Collection[tuple[str, str]]) -> None:
+    """Leave conversations (tenant, id) the scenario erased out of the ledger: their messages,
+    and the checkpoint keys of their ids (whatever a value's tenant: the key names none)."""
+    gone = {identity for identity in ledger.contents if identity[:2] in conversations}
+    for identity in gone:
+        ledger.contents.pop(identity, None)
+        ledger.where.pop(identity, None)
+    ids = {conversation for _, conversation in conversations}
+    for key in list(ledger.versions):
+        info = layout.parse(key)
+        if info is not None and keys.for_storage(info.conversation_id) in ids:
+            del ledger.versions[key]
 
 
 def _dead_letter(row: asyncpg.Record, ledger: Ledger) -> tuple[str, str]:

@@ -84,6 +84,7 @@ class Run:
     producer: producer.Producer
     writer: Writer | None = None
     ignored_tenants: tuple[str, ...] = ()  # rows the scenario put there itself, not the workload
+    ignored_conversations: set[tuple[str, str]] = field(default_factory=set)  # (tenant, id) erased
     facts: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
 
@@ -257,7 +258,11 @@ def _keep_evidence(run: Run, observer: Observer) -> None:
 
 
 async def _judge(run: Run, observer: Observer, result: Result) -> None:
-    state = await checker.gather(run.database_url, run.client, run.ledger, run.ignored_tenants)
+    if run.ignored_conversations:  # erased by the scenario: the oracle leaves them out
+        checker.forget(run.ledger, run.layout, run.ignored_conversations)
+    state = await checker.gather(
+        run.database_url, run.client, run.ledger, run.ignored_tenants, run.ignored_conversations
+    )
     result.verdict = checker.check(run.ledger, state)
     result.expired_unarchived = len(observer.expired)
     _keep_evidence(run, observer)

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ops.faults import cold, hooks, retention, surroundings
+from ops.faults import cold, erasure, hooks, retention, surroundings
 from ops.faults.procs import Proc
 from ops.faults.runner import Run, Scenario, redis_command
 from ops.faults.shapes import HANG_S, MB, due_soon, mix, windows
@@ -351,6 +351,19 @@ def cold_export(quick: bool) -> Scenario:
     )  # fmt: skip
 
 
+# --- erasure_race --------------------------------------------------------------------------------
+
+
+def erasure_race(quick: bool) -> Scenario:
+    """Erasures of customers SIGKILLed mid-way while every customer keeps writing (see
+    ops/faults/erasure.py); every one resumed and verified."""
+    return Scenario(
+        "erasure_race", "erase customers while they write; SIGKILL half the erasures, resume",
+        windows(quick), mix(quick, duration=12.0 if quick else 30.0),
+        erasure.inject_erasure_race, settle_s=60.0, env=erasure.env,
+    )  # fmt: skip
+
+
 SCENARIOS: dict[str, Callable[[bool], Scenario]] = {
     "kill9": kill9,
     "pg_outage": pg_outage,
@@ -366,5 +379,6 @@ SCENARIOS: dict[str, Callable[[bool], Scenario]] = {
     "timestamp_drift": timestamp_drift,
     "retention": retention_kills,
     "cold_export": cold_export,
+    "erasure_race": erasure_race,
     **surroundings.SCENARIOS,
 }

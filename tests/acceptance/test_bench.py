@@ -19,6 +19,7 @@ TINY = [
     "--sweep-keys", "2000", "--memory-n", "300", "--memory-buffer-s", "30",
     "--retention-rows", "6000", "--retention-rate", "50", "--retention-baseline-s", "1",
     "--cold-rows", "4000",
+    "--api-rows", "6000", "--api-rate", "50", "--api-seconds", "1",
 ]  # fmt: skip
 NUMBERS = {
     "throughput": ("ckpt_per_s", "msgs_per_s", "floor_rows_per_s", "ratio_vs_floor"),
@@ -50,6 +51,7 @@ NUMBERS = {
         "verify_rows_per_s",
         "restore_rows_per_s",
     ),
+    "api": ("latency_ms.all.p99", "floor_ms.all.p50", "ratio_p50_vs_floor", "capacity_rps"),
 }
 TARGETS = {
     "throughput.ratio_vs_floor",
@@ -64,6 +66,8 @@ TARGETS = {
     "cold.ratio_vs_floor",
     "cold.compression_vs_table",
     "cold.peak_rss_mb",
+    "api.latency_ms.all.p99",
+    "api.ratio_p50_vs_floor",
 }
 
 

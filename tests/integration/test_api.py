@@ -62,7 +62,7 @@ async def api(db: asyncpg.Connection, api_database_url: str) -> AsyncIterator[Ap
     pool = await asyncpg.create_pool(api_database_url, min_size=1, max_size=4,
                                      server_settings=app.SERVER_SETTINGS)  # fmt: skip
     application.state.pool = pool
-    transport = httpx.ASGITransport(app=application)
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         yield Api(client, keys, db, pool)
     await pool.close()
@@ -140,6 +140,19 @@ async def test_a_users_profile(api: Api) -> None:
         "last_conversation": {"conversation_id": "a4", "started_at": "2026-11-02T13:00:00+00:00",
                               "ended_at": "2026-11-02T13:03:00+00:00"},
     }  # fmt: skip
+
+
+async def test_lists_name_the_tenants_months_in_the_cold_tier(api: Api) -> None:
+    september, august, july = (BASE.replace(month=m, day=1, hour=0) for m in (9, 8, 7))
+    await apidata.cold_month(api.db, "tenant-a", september)  # moved: no warm rows left
+    await apidata.cold_month(api.db, "tenant-a", july, verified=False)  # not verified yet
+    await apidata.cold_month(api.db, "tenant-b", august)  # another tenant's
+    await apidata.cold_month(api.db, "tenant-a", BASE.replace(day=1, hour=0))  # still warm too
+    for path in ("/v1/conversations", "/v1/conversations/a1/messages", "/v1/customers/c1/messages"):
+        assert _ok(await api.get(path))["cold_months"] == ["2026-09"]
+    after = _ok(await api.get("/v1/conversations", since="2026-10-01T00:00:00Z"))
+    assert after["cold_months"] == []
+    assert _ok(await api.get("/v1/conversations", "b"))["cold_months"] == ["2026-08"]
 
 
 # --- pages under concurrent inserts --------------------------------------------------------------
@@ -321,3 +334,14 @@ async def test_probes_and_the_schema_need_no_key(api: Api) -> None:
     schema = _ok(await api.client.get("/openapi.json"))
     assert set(schema["paths"]) >= set(ENDPOINTS[:1]) | {"/healthz", "/readyz"}
     assert (await api.client.get("/docs")).status_code == 200
+
+
+async def test_even_a_bug_answers_in_problem_details(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug, with secret content")
+
+    monkeypatch.setattr(reads, "profile", broken)
+    body = _problem(await api.get("/v1/users/u1/profile"), 500)
+    assert "secret" not in str(body)

@@ -18,12 +18,14 @@ async def api_conn(
 ) -> AsyncIterator[asyncpg.Connection]:
     await apidata.conversation(db, "tenant-a", "conv-a", customer="cust-a", user="user-a")
     await apidata.conversation(db, "tenant-b", "conv-b", customer="cust-b", user="user-b")
+    for tenant in ("tenant-a", "tenant-b"):
+        await apidata.cold_month(db, tenant, apidata.BASE.replace(month=9, day=1, hour=0))
     conn = await asyncpg.connect(api_database_url)
     yield conn
     await conn.close()
 
 
-TABLES = ("conversation_history", "conversations")
+TABLES = ("conversation_history", "conversations", "archived_partitions")
 
 
 @pytest.mark.parametrize("table", TABLES)

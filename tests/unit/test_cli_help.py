@@ -243,3 +243,38 @@ def test_check_health_file_flag_wins_over_env(tmp_path: Path) -> None:
         env={"ARCHIVER_HEALTH_FILE": str(tmp_path / "missing.json")},
     )
     assert result.exit_code == 0, result.output
+
+
+# --- erase: usage errors before connecting ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["erase", "--tenant", "acme", "--user", "u", "--customer", "c"], "exactly one"),
+        (["erase", "--tenant", "acme"], "exactly one"),
+        (["erase", "--customer", "c"], "--tenant"),
+        (["erase", "--tenant", "acme", "--customer", ""], "cannot be empty"),
+        (["erasures", "--after", "x"], "--after"),
+    ],
+)
+def test_erase_usage_errors_exit_2_before_connecting(args: list[str], says: str) -> None:
+    result = invoke([*args, "--database-url", "postgresql://nobody@127.0.0.1:1/x"])
+    assert result.exit_code == 2, result.output
+    assert says in result.output
+
+
+def test_erase_without_the_key_is_a_configuration_error() -> None:
+    result = invoke(
+        [
+            "erase",
+            "--tenant",
+            "acme",
+            "--user",
+            "u",
+            "--database-url",
+            "postgresql://x@127.0.0.1:1/x",
+        ],
+        env={"ARCHIVER_ERASURE_KEY": "short"},
+    )
+    assert result.exit_code == 2 and "ARCHIVER_ERASURE_KEY" in result.output

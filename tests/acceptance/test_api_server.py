@@ -5,6 +5,7 @@ no 500, every answer as the schema says)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -175,7 +176,25 @@ def test_connections_that_never_finish_a_request_are_closed(deployment: Deployme
         finally:
             writer.close()
 
+    async def trickled_until_closed() -> None:
+        port = int(deployment.base.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: api\r\nX-Slow: ")
+        try:
+            async with asyncio.timeout(30 * IDLE):
+                while not reader.at_eof():
+                    writer.write(b"x")  # a byte at a time does not keep it open
+                    await writer.drain()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(IDLE / 4):
+                            await reader.read(1)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # closed by the server while we wrote
+        finally:
+            writer.close()
+
     assert asyncio.run(half_sent_then_closed()) == b""
+    asyncio.run(trickled_until_closed())
     assert httpx.get(f"{deployment.base}/healthz").status_code == 200
 
 

@@ -1,0 +1,125 @@
+"""An erasure's Redis step: every checkpoint of the subject, found by reading the values (the
+customer and user ids live inside them), deleted with its shadow, claim, hold mark and
+deadline-index entry, through the one Redis module (consumer/checkpoints.py).
+
+A value is deleted only if it still holds what was read (erase.lua compares its SHA-1): one
+rewritten meanwhile is read again and judged again, so that no one else's checkpoint is ever
+deleted. Memory stays bounded: a SCAN page's values are read in groups of at most
+ARCHIVER_BATCH_BYTES; a value over ARCHIVER_MAX_PAYLOAD is never read whole but searched
+for the subject's bytes in chunks (as the archive path, it cannot be decoded)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from consumer import checkpoints, exceptions
+from consumer.erasure import subjects
+
+DECODE_INLINE_BYTES = 1024 * 1024  # larger groups are decoded in a thread (as archive.py does)
+ATTEMPTS = 5  # reads of a value rewritten while it was being judged, before the step fails
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where and how the step looks."""
+
+    redis: checkpoints.Checkpoints
+    reader: subjects.Reader
+    scan_count: int
+    group_bytes: int
+    max_payload: int
+
+
+async def find(scope: Scope, subject: subjects.Subject) -> list[tuple[str, str]]:
+    """Every checkpoint of the subject now: (key, SHA-1 of the value read). Read only."""
+    found: list[tuple[str, str]] = []
+    cursor = -1
+    while cursor != 0:
+        cursor, page = await checkpoints.scan_page(scope.redis, max(cursor, 0), scope.scan_count)
+        found += await _judge(scope, subject, page)
+    return found
+
+
+async def erase(scope: Scope, subject: subjects.Subject) -> dict[str, int]:
+    """Delete every checkpoint of the subject; counts: checkpoints deleted."""
+    deleted = 0
+    cursor = -1
+    while cursor != 0:
+        cursor, page = await checkpoints.scan_page(scope.redis, max(cursor, 0), scope.scan_count)
+        deleted += await _erase_keys(scope, subject, await _judge(scope, subject, page))
+    return {"redis_checkpoints": deleted}
+
+
+async def _erase_keys(scope: Scope, subject: subjects.Subject, read: list[tuple[str, str]]) -> int:
+    deleted = 0
+    for _ in range(ATTEMPTS):
+        if not read:
+            return deleted
+        results = await checkpoints.erase(scope.redis, read)
+        deleted += sum(1 for r in results if r == 1)
+        changed = [key for (key, _), r in zip(read, results, strict=True) if r == 0]
+        read = await _judge(scope, subject, changed)
+    if read:
+        raise exceptions.ArchiverError(
+            f"{len(read)} checkpoint(s) of the subject kept being rewritten while being erased;"
+            " resume the erasure"
+        )
+    return deleted
+
+
+async def _judge(
+    scope: Scope, subject: subjects.Subject, page: Sequence[str]
+) -> list[tuple[str, str]]:
+    """The subject's keys among `page`, with the SHA-1 of the value each was judged by."""
+    if not page:
+        return []
+    found: list[tuple[str, str]] = []
+    group: list[str] = []
+    size = 0
+    for key, length in zip(page, await checkpoints.sizes(scope.redis, page), strict=True):
+        if length > scope.max_payload:
+            found += await _judge_oversized(scope, subject, key, length)
+            continue
+        if group and size + length > scope.group_bytes:
+            found += await _judge_group(scope, subject, group, size)
+            group, size = [], 0
+        group.append(key)
+        size += length
+    return found + await _judge_group(scope, subject, group, size)
+
+
+async def _judge_group(
+    scope: Scope, subject: subjects.Subject, group: list[str], size: int
+) -> list[tuple[str, str]]:
+    if not group:
+        return []
+    read = await checkpoints.values(scope.redis, group)
+    pairs = [(k, v) for k, v in zip(group, read, strict=True) if v is not None]
+
+    def judge() -> list[tuple[str, str]]:
+        return [
+            (key, checkpoints.digest(value))
+            for key, value in pairs
+            if scope.reader.belongs(subject, key, value)
+        ]
+
+    return await asyncio.to_thread(judge) if size > DECODE_INLINE_BYTES else judge()
+
+
+async def _judge_oversized(
+    scope: Scope, subject: subjects.Subject, key: str, size: int
+) -> list[tuple[str, str]]:
+    """A value too large to decode: its bytes are searched in chunks (each chunk with the
+    previous one's tail, so that an id across a boundary is found), and its SHA-1 taken."""
+    parts = await checkpoints.chunks_of(scope.redis, key, size)
+    tail, hit = b"", False
+    for part in parts:
+        window = tail + part
+        hit = hit or scope.reader.belongs(subject, key, window, whole=False)
+        tail = part[-4096:]
+    if not hit or not parts:
+        return []
+    value = b"".join(parts)
+    return [(key, checkpoints.digest(value))]
