@@ -84,7 +84,7 @@ async def test_policies_from_the_cli_to_a_retention_run(
     assert json_of(maintained)["months_ready"]
     jobs = json_of(archiver(env, "jobs", "--json"))
     by_name = {j["job"]: j for j in jobs["items"]}
-    assert set(by_name) == {"partitions", "retention"}
+    assert set(by_name) == {"partitions", "retention", "cold", "erasure"}
     assert by_name["retention"]["status"] == "ok"
     assert by_name["retention"]["next_run_at"] is not None
     assert str(by_name["retention"]["last_run"]["started_at"]).endswith("Z")
