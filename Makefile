@@ -47,7 +47,7 @@ servers:
 	bash ops/check-servers.sh
 
 test-servers:
-	bash ops/check-servers.sh --with-prometheus --with-faketime
+	PYTHON=$(BIN)/python bash ops/check-servers.sh --with-prometheus --with-faketime --with-redis-stack
 
 fault-servers:
 	bash ops/check-servers.sh --with-faketime

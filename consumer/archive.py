@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
-from consumer import checkpoints, codecs, exceptions, keys, logs, metrics, model, store
+from consumer import checkpoints, codecs, exceptions, logs, metrics, model, store
 from consumer.settings import Settings
 
 log = structlog.get_logger("consumer.archive")
@@ -35,7 +35,8 @@ MAX_SUSPECTS = 10_000
 class Decoded:
     checkpoints: list[model.Checkpoint]
     dead: list[model.DeadLetter]
-    values: dict[str, bytes]
+    values: dict[str, bytes]  # as claimed: what finish/hold compare (SHA-1)
+    not_ready: tuple[str, ...] = ()  # still being written: released, retried shortly
 
     @property
     def size(self) -> int:
@@ -153,7 +154,7 @@ class Archiver:
         for c in claims:
             if c.status is model.ClaimStatus.REARMED:
                 rearmed[c.key] = c.pttl_ms
-            elif c.status is model.ClaimStatus.GONE:
+            elif c.status in (model.ClaimStatus.GONE, model.ClaimStatus.DONE):
                 gone.append(c.key)
             elif c.status in (model.ClaimStatus.ERROR, model.ClaimStatus.WRONGTYPE):
                 outcome.errors += 1
@@ -192,8 +193,13 @@ class Archiver:
     async def _archive_claimed(
         self, claimed: Sequence[model.Claim], outcome: model.BatchOutcome, started: _Started
     ) -> None:
-        decoded = await self._decode(claimed)
+        inputs = await self.redis.inputs(claimed)
+        decoded = await self._decode(claimed, inputs)
         started.lap("decode_ms")
+        if decoded.not_ready:
+            await self._retry_later(decoded.not_ready, outcome)
+            if not decoded.values:
+                return
         now = time.monotonic()
         suspects = {
             c.source_key for c in decoded.checkpoints if self._suspects.get(c.source_key, 0) > now
@@ -252,33 +258,38 @@ class Archiver:
         room = max(0, MAX_SUSPECTS - len(self._suspects))  # bounded memory, whatever happens
         self._suspects.update(dict.fromkeys(keys_[:room], now + SUSPECT_FOR_S))
 
-    async def _decode(self, claimed: Sequence[model.Claim]) -> Decoded:
-        """Decode on the event loop only what is cheap to decode (see DECODE_INLINE_BYTES)."""
-        size = sum(len(c.value or b"") for c in claimed)
-        if size > DECODE_INLINE_BYTES or any(codecs.is_pickle(c.value or b"") for c in claimed):
-            return await asyncio.to_thread(self._decode_all, claimed)
-        return self._decode_all(claimed)
+    async def _retry_later(self, keys_: Sequence[str], outcome: model.BatchOutcome) -> None:
+        """Values still being written (a source's NotReadyError): not a dead letter; released
+        and scheduled again after the retry delay."""
+        await self.redis.release(keys_, self.token)
+        self.in_flight.difference_update(keys_)
+        await self.redis.schedule(dict.fromkeys(keys_, self.policy.retry_after_ms))
+        outcome.skipped += len(keys_)
+        log.info("checkpoint.not_ready", checkpoints=len(keys_), detail="retried shortly")
 
-    def _decode_all(self, claimed: Sequence[model.Claim]) -> Decoded:
-        good, dead, values = [], [], {}
+    async def _decode(self, claimed: Sequence[model.Claim], inputs: dict[str, bytes]) -> Decoded:
+        """Decode on the event loop only what is cheap to decode (see DECODE_INLINE_BYTES)."""
+        size = sum(len(v) for v in inputs.values())
+        if size > DECODE_INLINE_BYTES or any(codecs.is_pickle(v) for v in inputs.values()):
+            return await asyncio.to_thread(self._decode_all, claimed, inputs)
+        return self._decode_all(claimed, inputs)
+
+    def _decode_all(self, claimed: Sequence[model.Claim], inputs: dict[str, bytes]) -> Decoded:
+        good, dead, values, not_ready = [], [], {}, []
         for c in claimed:
-            raw = c.value or b""
-            values[c.key] = raw
+            raw = inputs.get(c.key, c.value or b"")
             try:
                 good.append(self._decode_one(c.key, raw))
+            except exceptions.NotReadyError:
+                not_ready.append(c.key)
+                continue
             except Exception as exc:  # anything unreadable is dead-lettered with its bytes
                 dead.append(model.DeadLetter(c.key, raw, str(exc) or type(exc).__name__))
-        return Decoded(good, dead, values)
+            values[c.key] = c.value or b""
+        return Decoded(good, dead, values, tuple(not_ready))
 
     def _decode_one(self, key: str, raw: bytes) -> model.Checkpoint:
-        info = self.redis.layout.parse(key)
-        if info is None:
-            raise exceptions.DecodeError("key does not match ARCHIVER_KEY_PATTERN")
-        return codecs.decode(
-            key, raw, key_conversation_id=keys.for_storage(info.conversation_id),
-            key_time=info.written_at,
-            options=self.codec,
-        )  # fmt: skip
+        return self.redis.source.decode(key, raw)
 
     async def _write(self, decoded: Decoded) -> tuple[dict[str, int], Decoded]:
         retrying = AsyncRetrying(
@@ -288,12 +299,15 @@ class Archiver:
             reraise=True,
         )
         timeout = self.policy.timeout_for(decoded.size)
+        source = self.redis.source
+        fresh = source.unseen(decoded.checkpoints)
         async for attempt in retrying:
             with attempt:
                 counts, refused = await self._write_isolating(
-                    decoded.checkpoints, decoded.dead, decoded.values, timeout
+                    fresh, decoded.dead, decoded.values, timeout
                 )
         gone = {d.source_key for d in refused}
+        source.remember([c for c in fresh if c.source_key not in gone])
         kept = [c for c in decoded.checkpoints if c.source_key not in gone]
         return counts, Decoded(kept, decoded.dead + refused, decoded.values)
 

@@ -1,6 +1,9 @@
-"""The Redis side of the archive path: claim, compare-and-delete, arm, hold, all pipelined.
+"""The Redis side of the archive path: claim, compare-and-delete, arm, hold, the sweeper's
+pages and lock, all pipelined.
 
 Each operation takes many keys and costs one round trip; the Lua scripts live in consumer/lua.
+What a checkpoint key is, how its value is read and compared, where its time comes from and
+whether it is deleted once archived is the source's (consumer/sources).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any, NamedTuple, cast
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from consumer import keys, model
+from consumer import keys, model, sources
 
 Redis = aioredis.Redis
 
@@ -105,10 +108,14 @@ class Checkpoints:
     what is due, and a hold or claim never shortens a TTL.
     """
 
-    def __init__(self, client: Redis, layout: keys.Layout, timing: Timing) -> None:
+    def __init__(
+        self, client: Redis, layout: keys.Layout, timing: Timing, source: sources.Source
+    ) -> None:
         self.client = client
         self.layout = layout
         self.timing = timing
+        self.source = source
+        self._keep = "0" if source.deletes else "1"
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(lua(name)) for name in SCRIPTS
         }
@@ -124,13 +131,9 @@ class Checkpoints:
             await pipe.execute()
 
     def written_ms(self, batch: Sequence[str]) -> list[int]:
-        """Each key's write time from its name (ms since the epoch; -1 if it has none): the
+        """Each key's write time, by its source (ms since the epoch; -1 if it has none): the
         scripts compare it with Redis's clock for checkpoints that carry no TTL."""
-        times = []
-        for key in batch:
-            info = self.layout.parse(key)
-            times.append(int(info.written_ts * 1000) if info else -1)
-        return times
+        return [self.source.written_ms(key) for key in batch]
 
     async def _run(self, name: str, batches: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run a script once per batch, pipelined; replies concatenated in order."""
@@ -148,7 +151,7 @@ class Checkpoints:
         chunks = _chunks(requests)
         budget = max(1, t.batch_bytes // max(1, len(chunks)))
         head = [token, t.lease_ms, t.hold_ms, due_ms, t.buffer_ms, t.archive_after_ms]
-        head += [t.max_payload, budget, t.hold_span_ms]
+        head += [t.max_payload, budget, t.hold_span_ms, self.source.reader, self._keep]
         batches = [
             (
                 [
@@ -170,7 +173,7 @@ class Checkpoints:
                 k for key, _ in chunk
                 for k in (key, layout.shadow(key), layout.claim(key), layout.held(key))
             ]  # fmt: skip
-            args: list[Any] = [token]
+            args: list[Any] = [token, self.source.reader, self._keep]
             for _, mark in chunk:
                 args += mark
             batches.append((keys_, args))
@@ -180,12 +183,13 @@ class Checkpoints:
 
     async def arm(self, checkpoint_keys: Sequence[str]) -> dict[str, int]:
         """(Re)create shadows from remaining TTLs and index their deadlines: key -> shadow ms
-        (0: due now, -2: gone, -3: claimed by an archiver, which re-arms it itself)."""
+        (0: due now, -2: gone, -3: claimed by an archiver, which re-arms it itself, -4:
+        archived and left to its TTL)."""
         t, layout = self.timing, self.layout
         batches = [
             (
                 [k for key in chunk for k in (key, layout.shadow(key), layout.claim(key))],
-                [t.buffer_ms, t.archive_after_ms, *self.written_ms(chunk)],
+                [t.buffer_ms, t.archive_after_ms, self._keep, *self.written_ms(chunk)],
             )
             for chunk in _chunks(checkpoint_keys)
         ]
@@ -226,6 +230,7 @@ class Checkpoints:
                 for k in (key, self.layout.claim(key), self.layout.held(key))
             ]  # fmt: skip
             args: list[Any] = [token, backoff_ms, t.extend_ms, t.buffer_ms, t.max_hold_ms]
+            args.append(self.source.reader)
             for _, mark in chunk:
                 args += mark
             batches.append((keys_, args))
@@ -263,7 +268,9 @@ class Checkpoints:
     async def read_oversized(self, key: str, size: int, head_bytes: int) -> Oversized | None:
         """The first `head_bytes` of a value too large to read whole, and the SHA-1 of all of
         it, read in chunks of READ_CHUNK (memory stays bounded); None if the key changed size
-        or went away meanwhile."""
+        or went away meanwhile. A JSON document cannot be read in parts: it is read whole."""
+        if self.source.reader == "json":
+            return await self._read_oversized_json(key, size, head_bytes)
         sha1 = hashlib.sha1(usedforsecurity=False)
         head = b""
         for start in range(0, size, READ_CHUNK):
@@ -277,6 +284,87 @@ class Checkpoints:
         if await self.client.strlen(key) != size:
             return None
         return Oversized(head, size, sha1.hexdigest())
+
+    async def _read_oversized_json(self, key: str, size: int, head_bytes: int) -> Oversized | None:
+        value = await self.client.execute_command("JSON.GET", key)  # type: ignore[no-untyped-call]
+        if not isinstance(value, bytes) or len(value) != size:
+            return None
+        return Oversized(value[:head_bytes], size, await asyncio.to_thread(digest, value))
+
+    async def inputs(self, claimed: Sequence[model.Claim]) -> dict[str, bytes]:
+        """What each claimed value decodes from: the value, followed (after a newline) by a
+        JSON list of its pending writes when its source keeps some apart (langgraph-redis:
+        those of a thread's latest checkpoint). Three pipelined round trips at most."""
+        values = {c.key: c.value or b"" for c in claimed}
+        wanted = {c.key: w for c in claimed if (w := self.source.writes_of(c.key)) is not None}
+        latest = await self._still_latest(wanted)
+        if not latest:
+            return values
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in latest:
+                pipe.zrange(wanted[key].index, 0, -1)
+            indexed = await pipe.execute()
+        members = {
+            key: [m for m in map(text, found) if m.startswith(wanted[key].member_prefix)]
+            for key, found in zip(latest, indexed, strict=True)
+        }
+        writes = await self._json_documents([m for found in members.values() for m in found])
+        for key, found in members.items():
+            docs = [doc for m in found if (doc := writes.get(m))]
+            if docs:
+                values[key] += b"\n[" + b",".join(docs) + b"]"
+        return values
+
+    async def _still_latest(self, wanted: dict[str, Any]) -> list[str]:
+        """The keys among `wanted` that are their thread's latest checkpoint."""
+        pointed = [k for k, w in wanted.items() if w.latest is not None]
+        if not pointed:
+            return list(wanted)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in pointed:
+                pipe.get(wanted[key].latest)
+            names = await pipe.execute()
+        latest = {k for k, name in zip(pointed, names, strict=True) if name and text(name) == k}
+        return [k for k, w in wanted.items() if w.latest is None or k in latest]
+
+    async def _json_documents(self, keys_: Sequence[str]) -> dict[str, bytes | None]:
+        if not keys_:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys_:
+                pipe.execute_command("JSON.GET", key)
+            found = await pipe.execute(raise_on_error=False)
+        return {k: v if isinstance(v, bytes) else None for k, v in zip(keys_, found, strict=True)}
+
+    # --- the sweeper's side: its lock, SCAN pages of checkpoint keys, their classification
+
+    async def take_sweep_lock(self, token: str, lease_ms: int) -> bool:
+        return bool(await self.client.set(self.layout.sweep_lock, token, nx=True, px=lease_ms))
+
+    async def renew_sweep_lock(self, token: str, lease_ms: int) -> None:
+        await self.script("renew")(keys=[self.layout.sweep_lock], args=[token, lease_ms])
+
+    async def release_sweep_lock(self, token: str) -> None:
+        await self.script("release")(keys=[self.layout.sweep_lock], args=[token])
+
+    async def scan_page(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """One SCAN page: the next cursor and the checkpoint keys found."""
+        cursor, found = await self.client.scan(cursor, match=self.source.scan_match, count=count)
+        keys_ = [text(k) for k in found]
+        return cursor, [k for k in keys_ if self.source.is_checkpoint(k)]
+
+    async def classify(
+        self, batch: Sequence[str], window: Sequence[int]
+    ) -> tuple[list[str], list[str]]:
+        """Split keys into due ones and not-due ones missing their shadow or index entry (one
+        script call: only those keys come back). `window`: due_ms, event_due_ms, whether the
+        index is polled (1/0), archive_after_ms."""
+        keys_ = [self.layout.deadlines]
+        for key in batch:
+            keys_ += [key, self.layout.shadow(key)]
+        args: list[int | str] = [*window, self._keep, *self.written_ms(batch)]
+        reply = await self.script("classify")(keys=keys_, args=args)
+        return [text(k) for k in reply[0]], [text(k) for k in reply[1]]
 
 
 # Redis keys are bytes; bytes that are not UTF-8 survive as surrogates (our clients encode

@@ -136,6 +136,25 @@ def decode(
         raise DecodeError(f"unexpected {type(exc).__name__} while decoding") from None
 
 
+def decode_document(
+    source_key: str,
+    document: object,
+    *,
+    key_conversation_id: str,
+    key_time: datetime,
+    options: CodecOptions,
+) -> model.Checkpoint:
+    """Decode a parsed seed-format document (another source builds one from its own format);
+    raises DecodeError (and nothing else) when it is invalid."""
+    try:
+        ctx = _Context(key_conversation_id, _as_utc(key_time), options)
+        return _general_checkpoint(source_key, document, ctx)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"unexpected {type(exc).__name__} while decoding") from None
+
+
 def _decode(source_key: str, raw: bytes, ctx: _Context) -> model.Checkpoint:
     limit = ctx.options.max_payload_bytes
     if len(raw) > limit:

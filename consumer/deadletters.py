@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 import structlog
 
-from consumer import codecs, cursors, exceptions, keys, queries, store, terminal
+from consumer import cursors, exceptions, queries, sources, store, terminal
 
 log = structlog.get_logger("consumer.deadletters")
 
@@ -43,27 +42,24 @@ async def listing(
     return cursors.Page(page, cursors.encode("dead-letters", page[-1]["id"]) if more else None)
 
 
-async def replay(
-    the_store: store.Store, layout: keys.Layout, codec: codecs.CodecOptions, ids: list[int]
-) -> Replay:
+async def replay(the_store: store.Store, source: sources.Source, ids: list[int]) -> Replay:
     """Decode each open dead letter again; archive those that decode now and mark them resolved."""
     async with the_store.pool.acquire() as conn:
         letters = await conn.fetch(queries.get("dead_letters_open"), ids)
     result = Replay(not_found=sorted(set(ids) - {letter["id"] for letter in letters}))
     for letter in letters:
-        await _replay_one(the_store, layout, codec, letter, result)
+        await _replay_one(the_store, source, letter, result)
     return result
 
 
 async def _replay_one(
     the_store: store.Store,
-    layout: keys.Layout,
-    codec: codecs.CodecOptions,
+    source: sources.Source,
     letter: asyncpg.Record,
     result: Replay,
 ) -> None:
     try:
-        checkpoint = _decode(layout, codec, letter["source_key"], letter["raw"])
+        checkpoint = source.decode(letter["source_key"], letter["raw"])
         counts = await the_store.write([checkpoint], [], resolved=[letter["id"]])
     except (exceptions.DecodeError, asyncpg.DataError) as exc:
         async with the_store.pool.acquire() as conn:
@@ -74,12 +70,3 @@ async def _replay_one(
     result.archived += 1
     result.messages += counts.get(checkpoint.source_key, 0)
     log.info("dead_letter.replayed", id=letter["id"], conversation_id=checkpoint.conversation_id)
-
-
-def _decode(layout: keys.Layout, codec: codecs.CodecOptions, key: str, raw: bytes) -> Any:
-    info = layout.parse(key)
-    if info is None:
-        raise exceptions.DecodeError("key does not match ARCHIVER_KEY_PATTERN")
-    return codecs.decode(
-        key, raw, key_conversation_id=info.conversation_id, key_time=info.written_at, options=codec
-    )

@@ -40,3 +40,7 @@ class NotFoundError(ArchiverError):
 
 class UnreachableError(ArchiverError):
     """A server the command needs cannot be reached or refuses the connection."""
+
+
+class NotReadyError(ArchiverError):
+    """The checkpoint is still being written: try again shortly (never a dead letter)."""

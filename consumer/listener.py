@@ -19,7 +19,7 @@ import structlog
 from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from consumer import checkpoints, connection, health, hints, keys, metrics, notifications
+from consumer import checkpoints, connection, health, hints, keys, metrics, notifications, sources
 from consumer.settings import Settings
 
 log = structlog.get_logger("consumer.listener")
@@ -41,12 +41,14 @@ class Listener:
         self,
         settings: Settings,
         layout: keys.Layout,
+        source: sources.Source,
         queue: hints.HintQueue,
         state: health.State,
         on_reconnect: Callable[[], None],
     ) -> None:
         self.settings = settings
         self.layout = layout
+        self.source = source
         self.queue = queue
         self.state = state
         self.on_reconnect = on_reconnect
@@ -103,12 +105,14 @@ class Listener:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _subscribe(self, client: aioredis.Redis) -> Any:
-        await notifications.ensure_flags(client, self.settings.configure_notifications)
+        await notifications.ensure_flags(
+            client, self.settings.configure_notifications, self.source.notify_flags
+        )
         await notifications.check_eviction(client)
         db = int(client.connection_pool.connection_kwargs.get("db", 0))
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(
-            *(keys.keyevent_channel(db, e) for e in ("expired", "set", "expire"))
+            *(keys.keyevent_channel(db, e) for e in ("expired", *self.source.write_events))
         )
         self.connections += 1
         self.state.subscribed = True
@@ -150,7 +154,7 @@ class Listener:
         _events_counter(event).inc()
         if event == "expired":
             self._expired(key)
-        elif self.layout.is_checkpoint(key):
+        elif self.source.is_checkpoint(key):
             self.queue.offer(hints.Hint("arm", key))
 
     def _expired(self, key: str) -> None:

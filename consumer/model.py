@@ -60,6 +60,7 @@ class ClaimStatus(enum.Enum):
     OVERSIZED = "oversized"  # claimed, but over ARCHIVER_MAX_PAYLOAD: its value was not read
     DEFERRED = "deferred"  # due, but over the batch's byte budget: left for the next round
     GONE = "gone"
+    DONE = "done"  # archived already and left to its TTL (a source that does not delete)
     BUSY = "busy"
     REARMED = "rearmed"
     WRONGTYPE = "wrongtype"

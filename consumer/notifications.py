@@ -28,12 +28,12 @@ class Setup:
     config_allowed: bool
 
 
-def missing_flags(current: str) -> str:
+def missing_flags(current: str, needed: str = NEEDED) -> str:
     have = set(current.replace("A", _ALL))
-    return "".join(flag for flag in NEEDED if flag not in have)
+    return "".join(flag for flag in needed if flag not in have)
 
 
-async def ensure_flags(client: aioredis.Redis, configure: bool) -> Setup:
+async def ensure_flags(client: aioredis.Redis, configure: bool, needed: str = NEEDED) -> Setup:
     """Add the flags we need to notify-keyspace-events, keeping the existing ones."""
     try:
         current = (await client.config_get("notify-keyspace-events")).get(
@@ -43,7 +43,7 @@ async def ensure_flags(client: aioredis.Redis, configure: bool) -> Setup:
         log.warning("redis.config_refused", error=str(exc), detail="relying on the self-test")
         return Setup(None, None, config_allowed=False)
     current = _text(current)
-    missing = missing_flags(current)
+    missing = missing_flags(current, needed)
     if not missing or not configure:
         return Setup(current, current, config_allowed=True)
     wanted = current + missing

@@ -37,6 +37,7 @@ from consumer import (
     metrics,
     notifications,
     periodic,
+    sources,
     store,
     sweeper,
     web,
@@ -118,6 +119,13 @@ def codec_options(settings: Settings) -> codecs.CodecOptions:
     )
 
 
+def source_of(settings: Settings, layout: keys.Layout | None = None) -> sources.Source:
+    """The source ARCHIVER_SOURCE names, with this configuration's layout and decoding."""
+    if layout is None:
+        layout = keys.layout_from(settings.key_pattern, settings.shadow_prefix)
+    return sources.of(settings, layout, codec_options(settings))
+
+
 def _assemble(
     settings: Settings, client: aioredis.Redis, pool: asyncpg.Pool, jobs_pool: asyncpg.Pool
 ) -> Parts:
@@ -135,7 +143,7 @@ def _assemble(
     codec = codec_options(settings)
     the_store = store.Store(pool, settings.erasure_secret)
     archiver = archive.Archiver(
-        checkpoints.Checkpoints(client, layout, timing),
+        checkpoints.Checkpoints(client, layout, timing, source_of(settings, layout)),
         the_store,
         codec,
         archive.Policy.of(settings),
@@ -175,7 +183,9 @@ class Consumer:
         self.sweep_now.set()  # the first round sweeps whatever peers did: sweep at start
         self.stopping = asyncio.Event()
         layout = parts.archiver.redis.layout
-        self.listener = listener.Listener(s, layout, self.queue, self.state, self.sweep_now.set)
+        self.listener = listener.Listener(
+            s, layout, parts.archiver.redis.source, self.queue, self.state, self.sweep_now.set
+        )
         due_ms = sweeper.Window.of(s).due_ms
         self.batcher = batcher.Batcher(
             self.queue,

@@ -228,6 +228,30 @@ class Settings(BaseSettings):
         ge=1024 * 1024,
     )
 
+    # --- sources (consumer/sources/)
+    source: Literal["seed-json", "langgraph-redis"] = _opt(
+        "seed-json",
+        "Checkpoint format in Redis: seed-json (ARCHIVER_KEY_PATTERN) or langgraph-redis"
+        " (langgraph-checkpoint-redis's savers).",
+        KEYS,
+    )
+    thread_pattern: str | None = _opt(
+        None,
+        "langgraph-redis: regex over the thread id with named groups tenant_id, user_id,"
+        " customer_id, conversation_id (unset: the thread id is the conversation).",
+        DECODE,
+    )
+    state_fields: str | None = _opt(
+        None,
+        "langgraph-redis: state channels naming them, e.g. tenant_id=tenant,user_id=user.id.",
+        DECODE,
+    )
+    delete_archived: bool = _opt(
+        False,
+        "langgraph-redis: delete an archived checkpoint (compare-and-delete) instead of"
+        " leaving it to its own TTL.",
+    )
+
     @field_validator("cold_url")
     @classmethod
     def _cold_url(cls, value: str | None) -> str | None:

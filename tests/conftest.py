@@ -164,3 +164,32 @@ def s3_bucket(s3_env: str) -> str:
     )
     client.create_dir(name)
     return f"s3://{name}/archive"
+
+
+# --- Redis Stack (RedisJSON + RediSearch) for the langgraph-redis source -----------------------
+# What redis.conf sets for that source: keyevents (E), expired (x), generic (g: expire) and
+# module events (d: json.set).
+STACK_NOTIFICATIONS = "Exgd"
+
+
+@pytest.fixture(scope="session")
+def stack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.RedisServer]:
+    acl = [redisacl.user_line(REDIS_PASSWORD, redisacl.LANGGRAPH_USER)]
+    with servers.redis_stack(tmp_path_factory.mktemp("stack"), extra_config=acl) as server:
+        yield server
+
+
+@pytest.fixture
+async def stack_admin_url(stack_server: servers.RedisServer) -> str:
+    """The private Redis Stack, flushed, notifications as redis.conf sets them; admin's URL."""
+    client = aioredis.Redis.from_url(stack_server.url)
+    await client.flushall()
+    await client.config_set("notify-keyspace-events", STACK_NOTIFICATIONS)
+    await client.aclose()
+    return stack_server.url
+
+
+@pytest.fixture
+def stack_url(stack_server: servers.RedisServer, stack_admin_url: str) -> str:
+    """The same Redis Stack as the langgraph-redis source's ACL user (ops/redis-acl.conf)."""
+    return redisacl.url(stack_server.port, REDIS_PASSWORD, user=redisacl.LANGGRAPH_USER)

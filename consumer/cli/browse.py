@@ -10,7 +10,6 @@ import click
 from consumer import (
     deadletters,
     history,
-    keys,
     service,
     settings,
     store,
@@ -130,11 +129,11 @@ def replay_command(ctx: click.Context, /, ids: tuple[int, ...], **_: Any) -> Exi
 
 
 async def _replay(s: settings.Settings, ids: list[int]) -> deadletters.Replay:
-    layout = keys.layout_from(s.key_pattern, s.shadow_prefix)
+    source = service.source_of(s)
     pool = await store.connect(s.database_url, command_timeout=s.db_timeout, max_size=2)
     try:
         the_store = store.Store(pool, s.erasure_secret)
-        return await deadletters.replay(the_store, layout, service.codec_options(s), ids)
+        return await deadletters.replay(the_store, source, ids)
     finally:
         await pool.close()
 

@@ -547,10 +547,18 @@ class RedisServer(_ManagedServer):
         extra_config: Sequence[str] = (),
         appendonly: bool = False,
         persistent: bool = False,
+        binary: Path | None = None,
+        modules: Sequence[Path] = (),
     ) -> None:
-        self.binary = _redis_binary()
+        """`binary` and `modules`: another redis-server and the modules it loads (Redis
+        Stack's, for the langgraph-redis source); each must exist."""
+        self.binary = binary or _redis_binary()
+        for path in (self.binary, *modules):
+            if not path.is_file():
+                raise ServerBinaryNotFoundError(f"{path} not found")
         super().__init__(workdir, port, "redis.log", persistent)
-        self.extra_config = list(extra_config)
+        self.extra_config = [*(f"loadmodule {_redis_quote(str(m))}" for m in modules)]
+        self.extra_config += list(extra_config)
         self.appendonly = appendonly
         self.config_path = self.workdir / "redis.conf"
 

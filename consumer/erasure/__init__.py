@@ -54,6 +54,7 @@ from consumer import (
 )
 from consumer.erasure import cold, postgres_side, redis_side, subjects
 from consumer.settings import Settings
+from consumer.sources import seed_json
 
 log = structlog.get_logger("consumer.erasure")
 
@@ -213,7 +214,11 @@ def _scope(s: Settings, client: Any) -> redis_side.Scope:
     layout = keys.layout_from(s.key_pattern, s.shadow_prefix)
     timing = checkpoints.Timing(buffer_ms=0, archive_after_ms=0, lease_ms=0, hold_ms=0)
     return redis_side.Scope(
-        redis=checkpoints.Checkpoints(client, layout, timing),
+        # The Redis step reads the seed-json format (the LangGraph source stores no customer or
+        # user id to search by: see the README's erasure section).
+        redis=checkpoints.Checkpoints(
+            client, layout, timing, seed_json.SeedJson(layout, codec_options(s))
+        ),
         reader=subjects.Reader(layout, codec_options(s)),
         scan_count=s.scan_count, group_bytes=s.batch_bytes, max_payload=s.max_payload,
     )  # fmt: skip

@@ -1,12 +1,14 @@
 -- Create or refresh checkpoints' shadows from the checkpoints' remaining TTLs.
 -- KEYS: for each checkpoint, three keys: checkpoint, shadow, claim
--- ARGV: buffer_ms, archive_after_ms, then each checkpoint's write time (ms since the epoch, from
---       its key name; -1 unknown)
+-- ARGV: buffer_ms, archive_after_ms, keep ('1': archived checkpoints stay until their TTL, their
+--       shadow holding 'done'), then each checkpoint's write time (ms since the epoch, from its
+--       key name; -1 unknown)
 -- Returns one integer per checkpoint: the shadow TTL in ms; 0 if already due; -2 if gone;
--- -3 if claimed (being archived, or backing off after a failure: its archiver re-arms it).
+-- -3 if claimed (being archived, or backing off after a failure: its archiver re-arms it);
+-- -4 if archived and left to its TTL (a TTL extended past its 'done' mark re-arms it).
 -- A shadow already right (within a second) is left alone: no write, no `set` event.
 -- A checkpoint without a TTL is due ARCHIVE_AFTER after its key's time, by Redis's clock.
-local buffer, after = tonumber(ARGV[1]), tonumber(ARGV[2])
+local buffer, after, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
@@ -14,6 +16,10 @@ local function arm(checkpoint, shadow, lock, written)
   local pttl = redis.call('PTTL', checkpoint)
   if pttl == -2 then return -2 end
   if redis.call('EXISTS', lock) == 1 then return -3 end
+  if keep and redis.call('GET', shadow) == 'done' then
+    if pttl == -1 or redis.call('PTTL', shadow) >= pttl - 1000 then return -4 end
+    redis.call('DEL', shadow)
+  end
   local left
   if pttl == -1 then
     local age = 0
@@ -31,6 +37,6 @@ end
 
 local replies = {}
 for i = 1, #KEYS, 3 do
-  replies[#replies + 1] = arm(KEYS[i], KEYS[i + 1], KEYS[i + 2], tonumber(ARGV[2 + (i + 2) / 3]))
+  replies[#replies + 1] = arm(KEYS[i], KEYS[i + 1], KEYS[i + 2], tonumber(ARGV[3 + (i + 2) / 3]))
 end
 return replies

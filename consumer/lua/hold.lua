@@ -5,22 +5,30 @@
 -- Our claim stays for backoff_ms, so that nothing retries these keys before their scheduled
 -- retry (the TTL change's own `expire` event included).
 -- KEYS: for each checkpoint, three keys: checkpoint, claim, hold mark
--- ARGV: token, backoff_ms, extend_ms, buffer_ms, max_hold_ms, then for each checkpoint:
---       sha1, size, head (as in finish.lua)
+-- ARGV: token, backoff_ms, extend_ms, buffer_ms, max_hold_ms, reader ('string' or 'json'), then
+--       for each checkpoint: sha1, size, head (as in finish.lua)
 -- Returns one integer per checkpoint: ms of hold left (0: exhausted, it expires at its TTL),
 -- -1 if not held (changed, gone, or without a TTL, which needs no hold).
 local token, backoff, extend = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local span = tonumber(ARGV[4]) + tonumber(ARGV[5])
+local json = ARGV[6] == 'json'
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
 local function unchanged(checkpoint, sha, size, head)
-  if head > 0 then
+  if head > 0 and not json then
     return redis.pcall('STRLEN', checkpoint) == size
       and redis.sha1hex(redis.call('GETRANGE', checkpoint, 0, head - 1)) == sha
   end
-  local value = redis.pcall('GET', checkpoint)  -- pcall: a key replaced by another type
-  return type(value) == 'string' and redis.sha1hex(value) == sha
+  local value  -- pcall: a key replaced by another type
+  if json then
+    value = redis.pcall('JSON.GET', checkpoint)
+  else
+    value = redis.pcall('GET', checkpoint)
+  end
+  if type(value) ~= 'string' then return false end
+  if head > 0 then return #value == size and redis.sha1hex(string.sub(value, 1, head)) == sha end
+  return redis.sha1hex(value) == sha
 end
 
 local function hold(checkpoint, mark)
@@ -40,7 +48,7 @@ end
 local replies = {}
 for i = 1, #KEYS, 3 do
   local checkpoint, lock, mark = KEYS[i], KEYS[i + 1], KEYS[i + 2]
-  local at = 6 + (i - 1)
+  local at = 7 + (i - 1)
   local left = -1
   if unchanged(checkpoint, ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])) then
     left = hold(checkpoint, mark)

@@ -111,10 +111,7 @@ async def test_replay_archives_what_decodes_now_and_keeps_the_rest(
             "INSERT INTO archive_dead_letters (source_key, digest, raw, error) VALUES ($1, $2, $3, 'old')",
             key, checkpoints.digest(raw), raw,
         )  # fmt: skip
-    layout = parts.archiver.redis.layout
-    result = await deadletters.replay(
-        parts.store, layout, service.codec_options(parts.settings), []
-    )
+    result = await deadletters.replay(parts.store, parts.archiver.redis.source, [])
     assert (result.archived, result.messages, result.still_failing) == (1, 4, 1)
     letters = {r["source_key"]: r for r in (await deadletters.listing(db, True, 10)).rows}
     assert letters[good]["resolved_at"] is not None
@@ -124,7 +121,5 @@ async def test_replay_archives_what_decodes_now_and_keeps_the_rest(
 
 
 async def test_replay_reports_ids_that_are_not_open_dead_letters(parts: service.Parts) -> None:
-    layout = parts.archiver.redis.layout
-    codec = service.codec_options(parts.settings)
-    result = await deadletters.replay(parts.store, layout, codec, [999, 998])
+    result = await deadletters.replay(parts.store, parts.archiver.redis.source, [999, 998])
     assert (result.archived, result.still_failing, result.not_found) == (0, 0, [998, 999])

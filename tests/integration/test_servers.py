@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import NoPermissionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.servers import (
@@ -206,3 +207,24 @@ def test_postgres_cleanup_removes_cluster(tmp_path: Path) -> None:
     assert not server.base_dir.exists()
     with pytest.raises(RuntimeError, match="cleaned up"):
         server.start()
+
+
+async def test_redis_stack_loads_json_and_search_and_knows_the_langgraph_acl_user(
+    stack_admin_url: str, stack_url: str
+) -> None:
+    admin = aioredis.Redis.from_url(stack_admin_url)
+    user = aioredis.Redis.from_url(stack_url)
+    try:
+        modules = {m[b"name"] for m in await admin.module_list()}
+        assert {b"ReJSON", b"search"} <= modules
+        await admin.execute_command("JSON.SET", "checkpoint:t:__empty__:1", "$", '{"a": 1}')  # type: ignore[no-untyped-call]
+        got = await user.execute_command("JSON.GET", "checkpoint:t:__empty__:1")  # type: ignore[no-untyped-call]
+        assert got == b'{"a":1}'
+        await admin.set("checkpoint_latest:t:__empty__", "checkpoint:t:__empty__:1")
+        with pytest.raises(NoPermissionError, match="permissions"):  # read-only for the archiver
+            await user.set("checkpoint_latest:t:__empty__", "x")
+        with pytest.raises(NoPermissionError, match="permissions"):
+            await user.get("some:other:key")
+    finally:
+        await admin.aclose()
+        await user.aclose()

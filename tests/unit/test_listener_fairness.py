@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from consumer import health, hints, listener
+from consumer import codecs, health, hints, listener
 from consumer.keys import Layout
 from consumer.settings import Settings
+from consumer.sources import seed_json
 
 SHADOW = "archiver:shadow:"
 CHECKPOINT = "langgraph:checkpoint:{conversation_id}:{timestamp}"
@@ -52,9 +53,9 @@ class QuietClient:
 
 async def test_workers_run_while_a_burst_of_events_is_read() -> None:
     queue = hints.HintQueue(BURST)
-    events = listener.Listener(
-        Settings(), Layout(CHECKPOINT, SHADOW), queue, health.State(60.0), lambda: None
-    )
+    layout = Layout(CHECKPOINT, SHADOW)
+    source = seed_json.SeedJson(layout, codecs.CodecOptions())
+    events = listener.Listener(Settings(), layout, source, queue, health.State(60.0), lambda: None)
     seen_by_worker: list[int] = []
 
     async def worker() -> None:
