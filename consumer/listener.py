@@ -180,8 +180,9 @@ class Listener:
         elif not ok and previous != "degraded":
             log.error(
                 "notifications.unavailable", mode="degraded",
-                detail="no expired event arrived: enable notify-keyspace-events 'Ex$g' in Redis"
-                " (provider settings on managed Redis); running on the deadline index + sweeper",
+                detail=f"no expired event arrived: enable notify-keyspace-events"
+                f" '{self.source.notify_flags}' in Redis (provider settings on managed Redis);"
+                " running on the deadline index + sweeper",
             )  # fmt: skip
 
     async def _await_probe(self, client: aioredis.Redis) -> bool:

@@ -263,7 +263,7 @@ class Settings(BaseSettings):
         "Secret of the keyed hash (HMAC-SHA256) that names erased subjects; at least 16"
         " characters. Required to erase; the archiver needs it once any erasure exists. Give it"
         " in the environment, not as a flag (a command line is visible to every local user).",
-        (*DECODE, "jobs"),
+        (*DECODE, "jobs", "api"),
         min_length=16,
     )
     erasure_schedule: str = _opt(

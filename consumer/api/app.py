@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 from fastapi import FastAPI
@@ -18,7 +18,6 @@ from consumer.api import problems, routes
 SERVER_SETTINGS = {
     "application_name": "archiver-api",
     "plan_cache_mode": "force_custom_plan",
-    "default_transaction_read_only": "on",
 }
 DESCRIPTION = """Read a tenant's archived conversation history.
 
@@ -33,6 +32,7 @@ class Config:
     database_url: str
     pool_size: int = 10
     timeout: float = 5.0
+    erasure_key: bytes | None = field(default=None, repr=False)  # ARCHIVER_ERASURE_KEY
 
 
 def create(config: Config) -> FastAPI:
@@ -52,6 +52,8 @@ def create(config: Config) -> FastAPI:
         title="conversation-archiver History API", version=__version__,
         description=DESCRIPTION, lifespan=lifespan,
     )  # fmt: skip
+    application.state.erasure_key = config.erasure_key
+    application.state.timeout = config.timeout  # also the longest wait for a pooled connection
     problems.install(application)
     application.include_router(routes.v1)
     application.include_router(routes.probes)

@@ -56,10 +56,17 @@ async def _tenant_of(conn: Connection, key: str) -> tuple[str, int, list[str]]:
 
 
 @asynccontextmanager
-async def session(request: Request, key: str, scope: str) -> AsyncIterator[Session]:
-    """A read-only transaction as the tenant of `key`, if the key holds `scope`."""
+async def session(
+    request: Request, key: str, scope: str, *, write: bool = False
+) -> AsyncIterator[Session]:
+    """A transaction as the tenant of `key` (read-only unless `write`), if the key holds
+    `scope`."""
     pool: asyncpg.Pool = request.app.state.pool
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
+    # a busy pool answers 503 after the timeout (TimeoutError), rather than queueing for ever
+    async with (
+        pool.acquire(timeout=request.app.state.timeout) as conn,
+        conn.transaction(readonly=not write),
+    ):
         tenant, key_id, scopes = await _tenant_of(conn, key)
         if scope not in scopes:
             raise problems.Problem(403, f"this API key lacks the {scope!r} scope")

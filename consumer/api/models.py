@@ -4,9 +4,14 @@ for speed; the fuzzing test checks every answer against these models)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+# An id in a request body, bounded as the path and query ids are (consumer/api/params.py).
+ErasureId = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")
+]
 
 
 class Problem(BaseModel):
@@ -81,3 +86,45 @@ class Profile(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
+
+
+class ErasureRequest(BaseModel):
+    """Exactly one of customer_id, user_id, conversation_id; a reason that names no one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: ErasureId | None = None
+    user_id: ErasureId | None = None
+    conversation_id: ErasureId | None = None
+    reason: str = Field("", max_length=500, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$",
+                        description="Why (kept in the audit trail): never the subject's id.")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> ErasureRequest:
+        given = [
+            name for name in ("customer_id", "user_id", "conversation_id") if getattr(self, name)
+        ]
+        if len(given) != 1:
+            raise ValueError("give exactly one of customer_id, user_id, conversation_id")
+        return self
+
+    def subject(self) -> tuple[str, str]:
+        for name in ("customer_id", "user_id", "conversation_id"):
+            value = getattr(self, name)
+            if value:
+                return name, value
+        raise ValueError("no subject")
+
+
+class Erasure(BaseModel):
+    id: int
+    kind: Literal["customer", "user", "conversation"]
+    subject_hash: str = Field(description="Keyed hash of the subject: never the id in clear.")
+    requested_at: datetime
+    reason: str
+    status: Literal["running", "completed"]
+    step: str
+    counts: dict[str, Any]
+    error: str | None
+    updated_at: datetime
+    completed_at: datetime | None

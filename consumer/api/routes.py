@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from consumer import queries
-from consumer.api import auth, models, params, problems, reads
+from consumer.api import auth, erasures, models, params, problems, reads
 
 READ = "read"
+ERASE = "erase"
 ERRORS = problems.documented(400, 401, 403, 404, 422, 503)
 Key = Depends(auth.presented_key)
 
@@ -97,6 +98,37 @@ async def user_profile(request: Request, user_id: params.UserPath, key: str = Ke
         return _json(await reads.profile(s, user_id))
 
 
+@v1.post(
+    "/erasures",
+    status_code=202,
+    response_model=models.Erasure,
+    dependencies=[Depends(params.only())],
+    summary="Request the erasure of a customer, a user or a conversation",
+)
+async def request_erasure(
+    request: Request, wanted: models.ErasureRequest, key: str = Key
+) -> Response:
+    """The tombstone is written at once (the archive path refuses the subject's messages from
+    then on); the archiver's `erasure` job erases it from Redis, PostgreSQL and the cold tier.
+    Follow it with `GET /v1/erasures/{id}`."""
+    secret = request.app.state.erasure_key
+    async with auth.session(request, key, ERASE, write=True) as s:
+        return _json(await erasures.request(s, secret, wanted), 202)
+
+
+@v1.get(
+    "/erasures/{erasure_id}",
+    response_model=models.Erasure,
+    dependencies=[Depends(params.only())],
+    summary="An erasure's status and counts",
+)
+async def erasure_status(
+    request: Request, erasure_id: params.ErasureIdPath, key: str = Key
+) -> Response:
+    async with auth.session(request, key, ERASE) as s:
+        return _json(await erasures.status(s, erasure_id))
+
+
 @probes.get("/healthz", response_model=models.Health, summary="The process serves requests")
 async def healthz() -> Response:
     return _json({"status": "ok"})
@@ -111,7 +143,7 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     pool: asyncpg.Pool = request.app.state.pool
     try:
-        async with pool.acquire() as conn:
+        async with pool.acquire(timeout=request.app.state.timeout) as conn:
             await conn.fetchval(queries.get("api_ping"))
     except problems.DATABASE_FAILURES:
         return _json({"status": "unavailable"}, 503)

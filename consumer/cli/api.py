@@ -26,7 +26,7 @@ def api_command(**values: Any) -> None:
     from consumer.api import server
 
     url = s.api_database_url or s.database_url
-    config = api_app.Config(url, s.api_pool_size, s.api_timeout)
+    config = api_app.Config(url, s.api_pool_size, s.api_timeout, s.erasure_secret)
     with exits.reaching_postgres(url):
         server.serve(config, server.Listen(s.api_host, s.api_port, s.api_idle_timeout))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ _FULL = re.compile(r"^checkpoint:(?P<thread>.+):__empty__:(?P<id>[0-9a-f-]{36})$
 _SHALLOW = re.compile(r"^checkpoint:(?P<thread>.+):$", re.DOTALL)
 WRITES_SEPARATOR = b"\n"  # JSON.GET's output never holds a raw newline
 UUID_EPOCH_OFFSET = 0x01B21DD213814000  # 100 ns ticks from 1582-10-15 to 1970-01-01
-REMEMBERED_IDS = 200_000  # message ids remembered as archived, across threads (~20 MB at most)
+REMEMBERED_IDS = 100_000  # messages remembered as archived, across threads: ~25 MB (measured)
 MAPPED = ("tenant_id", "user_id", "customer_id", "conversation_id")
 
 
@@ -120,7 +121,7 @@ class LangGraphRedis:
         self.options = options
         self.mapping = mapping
         self.deletes = deletes
-        self._archived: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._archived: OrderedDict[bytes, None] = OrderedDict()  # see _identity
 
     def is_checkpoint(self, key: str) -> bool:
         return _FULL.match(key) is not None or _SHALLOW.match(key) is not None
@@ -198,14 +199,13 @@ class LangGraphRedis:
         """The checkpoints less the messages this process archived already for their thread,
         or that an earlier checkpoint of the batch holds (every checkpoint repeats the
         thread's whole list; PostgreSQL would skip them, but only after receiving them all)."""
-        batch: set[tuple[str, str]] = set()
+        batch: set[bytes] = set()
         return [self._unseen(c, batch) for c in checkpoints]
 
-    def _unseen(self, c: model.Checkpoint, batch: set[tuple[str, str]]) -> model.Checkpoint:
-        thread = repr((c.tenant_id, c.conversation_id))
+    def _unseen(self, c: model.Checkpoint, batch: set[bytes]) -> model.Checkpoint:
         fresh = []
         for m in c.messages:
-            identity = (thread, m.key)
+            identity = _identity(c, m)
             if identity not in self._archived and identity not in batch:
                 batch.add(identity)
                 fresh.append(m)
@@ -218,11 +218,17 @@ class LangGraphRedis:
     def remember(self, checkpoints: Sequence[model.Checkpoint]) -> None:
         """These checkpoints' messages are committed: remember them (bounded, oldest out)."""
         for c in checkpoints:
-            thread = repr((c.tenant_id, c.conversation_id))
             for m in c.messages:
-                self._archived[(thread, m.key)] = None
+                self._archived[_identity(c, m)] = None
         while len(self._archived) > REMEMBERED_IDS:
             self._archived.popitem(last=False)
+
+
+def _identity(c: model.Checkpoint, m: model.Message) -> bytes:
+    """(tenant, conversation, message key) in 16 bytes (BLAKE2b-128: no collision in practice;
+    a collision would skip a message, which is why it is not Python's 64-bit hash)."""
+    text = f"{c.tenant_id}\x00{c.conversation_id}\x00{m.key}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).digest()
 
 
 def _load(raw: bytes, what: str) -> Any:

@@ -81,7 +81,8 @@ async def run(ctx: Context) -> Result:
     subjects = await _subjects(admin, owner)
     floor = await _floor(role, subjects, int(ctx.cfg.api_rate * ctx.cfg.api_seconds))
     async with _served(ctx, role) as base:
-        await _paced(base, subjects, ctx.cfg.api_rate, WARM_S)  # the pool opens its connections
+        warm = min(WARM_S, ctx.cfg.api_seconds)  # the pool opens its connections
+        await _paced(base, subjects, ctx.cfg.api_rate, warm)
         paced = await _paced(base, subjects, ctx.cfg.api_rate, ctx.cfg.api_seconds)
         capacity = await _capacity(base, subjects, ctx.cfg.api_seconds)
     return _result(loaded, seeded_s, floor, paced, capacity, ctx.cfg.api_rate)

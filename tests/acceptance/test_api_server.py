@@ -88,8 +88,10 @@ def deployment(pg_server: servers.PostgresServer) -> Iterator[Deployment]:
     port = servers.free_port()
     env = os.environ | {"ARCHIVER_DATABASE_URL": owner_url, "ARCHIVER_API_DATABASE_URL": api_url,
                         "ARCHIVER_API_PORT": str(port), "ARCHIVER_API_IDLE_TIMEOUT": f"{IDLE}s",
-                        "ARCHIVER_LOG_FORMAT": "json"}  # fmt: skip
-    keys = {"acme": create_key(env, "acme")["key"], "globex": create_key(env, "globex")["key"]}
+                        "ARCHIVER_LOG_FORMAT": "json",
+                        "ARCHIVER_ERASURE_KEY": "acceptance-erasure-key-0123456789"}  # fmt: skip
+    keys = {"acme": create_key(env, "acme", "--scope", "read,erase")["key"],
+            "globex": create_key(env, "globex")["key"]}  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "consumer", "api"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -221,7 +223,7 @@ def test_fuzzed_requests_never_get_a_500_and_answers_match_the_schema(
     schema = openapi.from_url(f"{deployment.base}/openapi.json")
     headers = {"Authorization": f"Bearer {deployment.keys['acme']}"}
     operations = [_operation(result) for result in schema.get_all_operations()]
-    assert len(operations) == 6
+    assert len(operations) == 8
     if mode is GenerationMode.NEGATIVE:  # the probes take no input to get wrong
         operations = [o for o in operations if o.path.startswith("/v1/")]
     # A cursor is opaque: that "0" is not one of ours (400) is beyond what a schema says.

@@ -345,3 +345,20 @@ async def test_even_a_bug_answers_in_problem_details(
     monkeypatch.setattr(reads, "profile", broken)
     body = _problem(await api.get("/v1/users/u1/profile"), 500)
     assert "secret" not in str(body)
+
+
+async def test_a_busy_pool_answers_503_after_the_timeout(api: Api, api_database_url: str) -> None:
+    application = app.create(app.Config(api_database_url, pool_size=1, timeout=0.3))
+    pool = await asyncpg.create_pool(api_database_url, min_size=1, max_size=1)
+    application.state.pool = pool
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    try:
+        async with pool.acquire(), httpx.AsyncClient(transport=transport, base_url="http://a") as c:
+            response = await c.get(
+                "/v1/conversations", headers={"Authorization": f"Bearer {api.keys['a']}"}
+            )
+            _problem(response, 503)
+            assert response.headers["retry-after"]
+            assert (await c.get("/readyz")).status_code == 503
+    finally:
+        await pool.close()

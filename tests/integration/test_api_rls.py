@@ -20,12 +20,21 @@ async def api_conn(
     await apidata.conversation(db, "tenant-b", "conv-b", customer="cust-b", user="user-b")
     for tenant in ("tenant-a", "tenant-b"):
         await apidata.cold_month(db, tenant, apidata.BASE.replace(month=9, day=1, hour=0))
+        erasure_id = await db.fetchval(
+            "INSERT INTO erasures (tenant_id, kind, subject_hash, requested_at)"
+            " VALUES ($1, 'customer', 'h', now()) RETURNING id", tenant,
+        )  # fmt: skip
+        await db.execute(
+            "INSERT INTO erasure_fences (tenant_id, kind, subject_hash, erasure_id, requested_at)"
+            " VALUES ($1, 'customer', 'h', $2, now())", tenant, erasure_id,
+        )  # fmt: skip
     conn = await asyncpg.connect(api_database_url)
     yield conn
     await conn.close()
 
 
-TABLES = ("conversation_history", "conversations", "archived_partitions")
+TABLES = ("conversation_history", "conversations", "archived_partitions", "erasures",
+          "erasure_fences")  # fmt: skip
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -65,6 +74,8 @@ async def test_with_a_tenant_it_sees_only_that_tenants_rows(
         "INSERT INTO conversations (tenant_id, conversation_id) VALUES ('tenant-a', 'x')",
         "SELECT archiver_ensure_partition(now())",
         "SELECT count(*) FROM archive_dead_letters",
+        "UPDATE erasures SET status = 'completed'",
+        "DELETE FROM erasure_fences",
         "ALTER TABLE conversations DISABLE ROW LEVEL SECURITY",
         "SET row_security = off; SELECT count(*) FROM conversations",
     ],

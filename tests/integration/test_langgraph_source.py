@@ -127,14 +127,14 @@ def _id(message: Any) -> str:
 
 
 @contextlib.contextmanager
-def sync_saver(kind: type[Any], url: str) -> Iterator[Any]:
-    with kind.from_conn_string(url, ttl={"default_ttl": TTL_MINUTES}) as saver:
+def sync_saver(kind: type[Any], url: str, ttl: float = TTL_MINUTES) -> Iterator[Any]:
+    with kind.from_conn_string(url, ttl={"default_ttl": ttl}) as saver:
         saver.setup()
         yield saver
 
 
-def _run_sync(kind: type[Any], url: str, thread: str) -> set[str]:
-    with sync_saver(kind, url) as saver:
+def _run_sync(kind: type[Any], url: str, thread: str, ttl: float = TTL_MINUTES) -> set[str]:
+    with sync_saver(kind, url, ttl) as saver:
         app = build(saver)
         config: RunnableConfig = {"configurable": {"thread_id": thread}}
         app.invoke(_first_turn(), config)
@@ -355,7 +355,12 @@ async def _count(db: asyncpg.Connection) -> int:
 async def test_kill9_and_a_killed_subscription_lose_and_duplicate_nothing(
     stack_url: str, stack_admin_url: str, database_url: str, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    values = WINDOWS | {"claim_ttl": "1s", "sweep_lease": "2s", "log_format": "json"}
+    # A longer TTL (15 s, archived 10 s before expiry): a restarted process must start up in
+    # time on a loaded machine. Each process is subscribed before the thread is written.
+    values = WINDOWS | {
+        "checkpoint_ttl": "15s", "archive_after": "5s", "claim_ttl": "1s", "sweep_lease": "2s",
+        "log_format": "json",
+    }  # fmt: skip
     env = os.environ | {f"ARCHIVER_{k.upper()}": str(v) for k, v in values.items()} | {
         "ARCHIVER_REDIS_URL": stack_url, "ARCHIVER_DATABASE_URL": database_url,
         "ARCHIVER_SOURCE": "langgraph-redis", "ARCHIVER_THREAD_PATTERN": PATTERN,
@@ -363,19 +368,22 @@ async def test_kill9_and_a_killed_subscription_lose_and_duplicate_nothing(
         "ARCHIVER_HEALTH_FILE": str(tmp_path / "health.json"),
     }  # fmt: skip
     log = tmp_path / "archiver.log"
-    with archiver_process(env, log) as first:
-        killed = asyncio.to_thread(_run_sync, RedisSaver, stack_admin_url, "acme/kill-1")
-        expected_killed = await killed
-        await eventually(lambda: _positive(_count(db)), 30, "a first archived row")
-        first.send_signal(signal.SIGKILL)  # while the rest of the thread is being archived
-        first.wait(timeout=10)
     admin = aioredis.Redis.from_url(stack_admin_url)
     try:
+        with archiver_process(env, log) as first:
+            await eventually(lambda: _subscribed(admin), 60, "the archiver subscribed")
+            expected_killed = await asyncio.to_thread(
+                _run_sync, RedisSaver, stack_admin_url, "acme/kill-1", 0.25
+            )
+            await eventually(lambda: _positive(_count(db)), 30, "a first archived row")
+            first.send_signal(signal.SIGKILL)  # while the rest of the thread comes due
+            first.wait(timeout=10)
+        await eventually(lambda: _unsubscribed(admin), 30, "the killed archiver's connection gone")
         with archiver_process(env, log):
-            await eventually(lambda: _subscribed(admin), 30, "the new archiver subscribed")
+            await eventually(lambda: _subscribed(admin), 60, "the new archiver subscribed")
             await admin.client_kill_filter(_type="pubsub")
             expected = await asyncio.to_thread(
-                _run_sync, RedisSaver, stack_admin_url, "acme/kill-2"
+                _run_sync, RedisSaver, stack_admin_url, "acme/kill-2", 0.25
             )
             await _check(db, stack_admin_url, "acme/kill-1", expected_killed, exact=True)
             await _check(db, stack_admin_url, "acme/kill-2", expected, exact=True)
@@ -389,3 +397,30 @@ async def _positive(count: Awaitable[int]) -> bool:
 
 async def _subscribed(admin: aioredis.Redis) -> bool:
     return bool(await admin.client_list(_type="pubsub"))
+
+
+async def _unsubscribed(admin: aioredis.Redis) -> bool:
+    return not await _subscribed(admin)
+
+
+async def test_a_checkpoint_without_ttl_is_archived_by_its_id_time_and_kept(
+    make_lg: MakeSettings, stack_admin_url: str, db: asyncpg.Connection
+) -> None:
+    ident = "1f1f28dd-7d29-683d-8000-ded32a568d5d"  # a UUID v6 of 2026-12-07T22:30:45Z
+    key = f"checkpoint:acme/no-ttl:__empty__:{ident}"
+    human = {"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages",
+             "HumanMessage"], "kwargs": {"content": "hi", "type": "human", "id": "h-1"}}  # fmt: skip
+    doc: dict[str, Any] = {"thread_id": "acme/no-ttl", "checkpoint_ns": "__empty__", "checkpoint_id": ident,
+           "metadata": "{}", "checkpoint": {"ts": "2026-12-07T22:30:45+00:00", "id": ident,
+           "channel_values": {"messages": [human], "user": {"id": "u-7"}}}}  # fmt: skip
+    admin = aioredis.Redis.from_url(stack_admin_url)
+    try:
+        await admin.json().set(key, "$", doc)
+        async with service.connected(make_lg(archive_after="1s")) as parts:
+            first = await parts.sweeper.sweep()
+            again = await parts.sweeper.sweep()  # archived already: left alone
+        assert (first.outcome.archived, again.due, again.outcome.archived) == (1, 0, 0)
+        assert await admin.exists(key)  # the application's, until it deletes it
+    finally:
+        await admin.aclose()
+    assert await db.fetchval("SELECT message_key FROM conversation_history") == "id:h-1"
