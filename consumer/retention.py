@@ -17,7 +17,8 @@ inserting is never deleted. Every step commits what the next needs (retention_to
 retention_dropped), so a run killed at any moment leaves a state the next run completes.
 
 `export` policies delete a tenant's month only when the cold tier says a verified copy covers
-it (ExportGate); until the cold tier exists, the gate keeps everything.
+it (ExportGate: consumer/cold/gate.py when ARCHIVER_COLD_URL is set; without it, NO_COLD_TIER keeps
+everything).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class ExportGate(Protocol):
 
 
 class ColdTierMissing:
-    """The gate until the cold tier exists: `export` keeps every row."""
+    """The gate without a cold tier (ARCHIVER_COLD_URL unset): `export` keeps every row."""
 
     REASON = "export: no verified cold copy (no cold tier configured)"
 

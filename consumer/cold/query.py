@@ -1,10 +1,12 @@
 """Query the cold tier in place with DuckDB: a `conversation_history` view over its files.
 
 The view reads the current files of every tenant's month (Hive partitioning: `tenant_id` and
-`month` come from the path, as text, and prune files by path). On a local volume DuckDB reads
-the files itself; on S3 it scans them through a pyarrow dataset (pyarrow's S3 client, the
-same credentials as the export: DuckDB's own S3 extension is downloaded at run time, which a
-locked-down host cannot do). For operators: the SQL runs as given, with the process's rights.
+`month` come from the path, as text, and prune files by path) through a pyarrow dataset that
+DuckDB scans (projections and filters pushed down), on a local volume and on S3 alike: DuckDB's
+own S3 extension is downloaded at run time, which a locked-down host cannot do, and pyarrow's
+S3 client uses the same credentials as the export. Any engine can read the layout directly
+(DuckDB: `read_parquet('.../conversation_history/*/*/*.parquet', hive_partitioning = true)`).
+For operators: the SQL runs as given, with the process's rights.
 """
 
 from __future__ import annotations

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import shutil
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
-from ops.faults import erasure, hooks, retention, surroundings
+from ops.faults import cold, erasure, hooks, retention, surroundings
 from ops.faults.procs import Proc
 from ops.faults.runner import Run, Scenario, redis_command
 from ops.faults.shapes import HANG_S, MB, due_soon, mix, windows
@@ -328,6 +332,25 @@ def retention_kills(quick: bool) -> Scenario:
     )  # fmt: skip
 
 
+# --- the cold tier -------------------------------------------------------------------------------
+
+
+def cold_export(quick: bool) -> Scenario:
+    """Cold tier exports SIGKILLed mid-way (see ops/faults/cold.py) while archiving; the
+    files go to a directory of their own, removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="archiver-faults-cold-"))
+
+    async def cleanup(run: Run) -> None:
+        await asyncio.to_thread(shutil.rmtree, root, True)
+
+    return Scenario(
+        "cold_export", "SIGKILL cold tier exports mid-way while archiving; the next one completes",
+        windows(quick), mix(quick, duration=10.0 if quick else 30.0),
+        functools.partial(cold.inject_cold_export, root=root), settle_s=60.0, cleanup=cleanup,
+        env=lambda name: cold.env(root) if name.startswith("cold") else {},
+    )  # fmt: skip
+
+
 # --- erasure_race --------------------------------------------------------------------------------
 
 
@@ -355,6 +378,7 @@ SCENARIOS: dict[str, Callable[[bool], Scenario]] = {
     "no_notifications": no_notifications,
     "timestamp_drift": timestamp_drift,
     "retention": retention_kills,
+    "cold_export": cold_export,
     "erasure_race": erasure_race,
     **surroundings.SCENARIOS,
 }

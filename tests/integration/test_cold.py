@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import duckdb
 import orjson
 import pyarrow.parquet as pq
 import pytest
@@ -81,6 +82,18 @@ def duck_rows(where: Storage, tenant: str = TENANT) -> set[tuple[Any, ...]]:
         con.close()
 
 
+def native_duck_rows(where: Storage, tenant: str = TENANT) -> set[tuple[Any, ...]]:
+    """DuckDB's own Parquet reader over the layout, Hive partitioning on."""
+    columns = ", ".join(f'"{c}"' for c in COMPARED)
+    files = where.path(layout.glob())
+    found = duckdb.sql(
+        f"SELECT {columns} FROM read_parquet('{files}', hive_partitioning = true)"
+        f" WHERE tenant_id = '{tenant}'"
+    )
+    assert found is not None
+    return {_normal(dict(zip(found.columns, row, strict=True))) for row in found.fetchall()}
+
+
 @pytest.fixture(params=["file", "s3"])
 def where(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     """The cold tier on a local directory, then on the private S3 server."""
@@ -104,6 +117,8 @@ async def test_round_trip_and_duckdb(
         checked = await verify.verify(conn, where, TENANT)
         assert [c.ok for c in checked] == [True]
         assert duck_rows(where) == before
+        if where.url.startswith("file://"):  # any engine reads the layout itself
+            assert native_duck_rows(where) == before
         again = await export.export_month(conn, where, TENANT, MONTH)
         assert again.status == "unchanged"
         await db.execute("DELETE FROM conversation_history WHERE tenant_id = $1", TENANT)
