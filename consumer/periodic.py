@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 
 from consumer import erasure, exceptions, jobs, partitions, retention
-from consumer.cold import gate as cold
 from consumer.settings import Settings
 
 
@@ -32,7 +31,7 @@ def registered(s: Settings) -> tuple[jobs.Job, ...]:
         jobs.Job(
             "cold",
             s.cold_schedule if s.cold_url else "off",
-            cold.run_job,
+            _cold_job,
             "exports and verifies past months of `export` policies to the cold tier",
         ),
         jobs.Job(
@@ -44,12 +43,21 @@ def registered(s: Settings) -> tuple[jobs.Job, ...]:
     )
 
 
+async def _cold_job(ctx: jobs.Context) -> jobs.Counts:
+    """The `cold` job; pyarrow and DuckDB load when it runs, not with every command."""
+    from consumer.cold import gate as cold
+
+    return await cold.run_job(ctx)
+
+
 def export_gate(s: Settings, export_first: bool = True) -> retention.ExportGate:
     """What retention's `--then export` asks: the cold tier if ARCHIVER_COLD_URL is set (it
     exports and verifies a month first unless `export_first` is off: a dry run), else
     nothing is ever verified and `export` keeps every row."""
     if s.cold_url is None:
         return retention.NO_COLD_TIER
+    from consumer.cold import gate as cold  # pyarrow loads only where a cold tier is configured
+
     return cold.ColdGate(cold.open_storage(s), cold.limits(s), export_first)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import click
@@ -12,8 +12,13 @@ import click
 from consumer import exceptions, partitions, settings, terminal
 from consumer.cli import app, options
 from consumer.cli.exits import ExitCode
-from consumer.cold import gate, layout, query, records, restore, storage, verify
-from consumer.cold.storage import Storage
+from consumer.cold import layout, records
+
+if TYPE_CHECKING:
+    from consumer.cold.storage import Storage
+
+# The modules that load pyarrow and DuckDB are imported by the commands that use them, so
+# that every other `archiver` command starts without them.
 
 T = TypeVar("T")
 QUERY_LIMIT = 1000
@@ -21,6 +26,8 @@ QUERY_LIMIT = 1000
 
 def _run(s: settings.Settings, work: Callable[[asyncpg.Connection, Storage], Awaitable[T]]) -> T:
     """`work` on one connection and the cold tier; a storage failure names ARCHIVER_COLD_URL."""
+    from consumer.cold import gate, storage
+
     where = gate.open_storage(s)
 
     async def guarded(conn: asyncpg.Connection) -> T:
@@ -33,6 +40,8 @@ def _run(s: settings.Settings, work: Callable[[asyncpg.Connection, Storage], Awa
 
 
 def _month(value: str | None) -> date | None:
+    from consumer.cold import gate
+
     return None if value is None else gate.month_of(value)
 
 
@@ -59,6 +68,8 @@ def cold_export_command(
         raise exceptions.UsageError("give exactly one of --month YYYY-MM and --before DATE")
     s = app.load_settings(values)
 
+    from consumer.cold import gate
+
     async def work(conn: asyncpg.Connection, where: Storage) -> dict[str, Any]:
         months = await _months(conn, _month(month), _date(before), tenant)
         return await gate.export_months(conn, where, months, gate.limits(s))
@@ -81,6 +92,8 @@ async def _months(
     conn: asyncpg.Connection, month: date | None, before: datetime | None, tenant: str | None
 ) -> list[tuple[str, date]]:
     """(tenant, month) pairs to export: the month given, or every month wholly before a date."""
+    from consumer.cold import gate
+
     if month is not None:
         wanted = [month]
     else:
@@ -103,6 +116,8 @@ def cold_verify_command(
 ) -> ExitCode:
     """Read every current export back from storage: files present, SHA-256, size, row count and
     content digest as PostgreSQL computed it at export. Exit 1 if one fails."""
+    from consumer.cold import verify
+
     s = app.load_settings(values)
     wanted = _month(month)
     checked = _run(s, lambda conn, where: verify.verify(conn, where, tenant, wanted))
@@ -144,6 +159,8 @@ def cold_ls_command(
 def cold_restore_command(tenant: str, month: str, out: terminal.Output, **values: Any) -> None:
     """Put a month's rows back into conversation_history from its current export (verified
     first); rows still there are skipped, so it can be repeated."""
+    from consumer.cold import gate, restore
+
     s = app.load_settings(values)
     wanted = gate.month_of(month)
     inserted, skipped = _run(s, lambda conn, where: restore.restore(conn, where, tenant, wanted))
@@ -162,6 +179,8 @@ def cold_restore_command(tenant: str, month: str, out: terminal.Output, **values
 def cold_query_command(sql: str, limit: int, out: terminal.Output, **values: Any) -> None:
     """Run SQL with DuckDB over the cold tier in place: the view `conversation_history` holds
     every exported row, with `tenant_id` and `month` (YYYY-MM) from the files' paths."""
+    from consumer.cold import gate, query, storage
+
     s = app.load_settings(values)
     where = gate.open_storage(s)
     try:

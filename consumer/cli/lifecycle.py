@@ -23,7 +23,6 @@ from consumer import (
 )
 from consumer.cli import app, exits, options
 from consumer.cli.exits import ExitCode
-from consumer.cold import gate as cold
 
 T = TypeVar("T")
 
@@ -190,8 +189,14 @@ def jobs_run_command(ctx: click.Context, /, name: str, **_: Any) -> ExitCode:
     values.pop("name", None)
     s = app.load_settings({k: v for k, v in values.items() if k in settings.Settings.model_fields})
     periodic.named(s, name)  # an unknown name is a usage error, before connecting
-    show = {"retention": retention.render, "cold": cold.render}.get(name, jobs.render_counts)
+    show = {"retention": retention.render, "cold": _render_cold}.get(name, jobs.render_counts)
     return _show_run(out, _run_job(s, name), show)
+
+
+def _render_cold(report: jobs.Counts, out: Any) -> None:
+    from consumer.cold import gate  # pyarrow: loaded by the cold job's own commands only
+
+    gate.render(report, out)
 
 
 @app.main.command("partitions")

@@ -51,7 +51,7 @@ from consumer import (
     store,
     terminal,
 )
-from consumer.erasure import cold, postgres_side, redis_side, subjects
+from consumer.erasure import postgres_side, redis_side, subjects
 from consumer.settings import Settings
 from consumer.sources import seed_json
 
@@ -305,6 +305,8 @@ async def _postgres_step(
 
 
 async def _cold_step(where: Surroundings, e: Erasure, subject: subjects.Subject) -> dict[str, Any]:
+    from consumer.erasure import cold  # pyarrow and DuckDB: loaded by the step that needs them
+
     async with where.pool.acquire() as conn:
         return await cold.erase(conn, where.settings, subject)
 
@@ -340,6 +342,8 @@ async def verify(where: Surroundings, erasure_id: int, subject: str | None = Non
     places: dict[str, Any] = {"redis_checkpoints": len(await redis_side.find(where.scope, target))}
     async with where.pool.acquire() as conn:
         places |= await postgres_side.left(conn, target, where.reader)
+    from consumer.erasure import cold
+
     places |= await cold.left(where.settings, target)
     log.info("erasure.verified", erasure=e.id, subject=e.subject_hash, **_flat(places))
     return Verification(e, places)
@@ -367,6 +371,8 @@ async def preview(where: Surroundings, tenant: str, kind: str, subject: str) -> 
         target = subjects.Subject(tenant, kind, subject, now, frozenset(owned))
         places = await postgres_side.left(conn, target, where.reader)
     places["redis_checkpoints"] = len(await redis_side.find(where.scope, target))
+    from consumer.erasure import cold
+
     return places | await cold.left(where.settings, target)
 
 
