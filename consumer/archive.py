@@ -224,14 +224,14 @@ class Archiver:
         if time.monotonic() < self._database_down_until:
             # PostgreSQL just failed: hold at once instead of making every batch wait for
             # its own timeout while more checkpoints come due behind it.
-            await self._hold(_marks(decoded), exceptions.StoreUnavailableError(), outcome)
+            await self._hold(await _marks(decoded), exceptions.StoreUnavailableError(), outcome)
             return
         attempt_started = time.monotonic()
         try:
             counts, decoded = await self._write(decoded)
         except Exception as exc:  # the database failed us: keep everything in Redis
             await self._note_failure(exc, decoded, attempt_started)
-            await self._hold(_marks(decoded), exc, outcome)
+            await self._hold(await _marks(decoded), exc, outcome)
             return
         self._database_down_until = 0.0
         self._last_write_ok = time.monotonic()
@@ -343,7 +343,7 @@ class Archiver:
         outcome: model.BatchOutcome,
         started: _Started,
     ) -> None:
-        finished = await self.redis.finish(list(_marks(decoded).items()), self.token)
+        finished = await self.redis.finish(list((await _marks(decoded)).items()), self.token)
         changed = [f.key for f in finished if f.result == 0]
         if changed:
             await self.redis.arm(changed)
@@ -403,8 +403,16 @@ class Archiver:
         )
 
 
-def _marks(decoded: Decoded) -> dict[str, checkpoints.Fingerprint]:
-    return {k: checkpoints.fingerprint(v) for k, v in decoded.values.items()}
+async def _marks(decoded: Decoded) -> dict[str, checkpoints.Fingerprint]:
+    """The SHA-1 of each claimed value; off the event loop for a large batch, as decoding is
+    (hashing 64 MB takes tens of milliseconds)."""
+    if decoded.size > DECODE_INLINE_BYTES:
+        return await asyncio.to_thread(_fingerprints, decoded.values)
+    return _fingerprints(decoded.values)
+
+
+def _fingerprints(values: dict[str, bytes]) -> dict[str, checkpoints.Fingerprint]:
+    return {k: checkpoints.fingerprint(v) for k, v in values.items()}
 
 
 def _count_dead(letter: model.DeadLetter, outcome: model.BatchOutcome) -> None:

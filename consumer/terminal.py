@@ -10,7 +10,8 @@
   value longer than the terminal is one line that the terminal itself folds. Only a column
   marked `prose` (an error, a message) is folded, inside its own column.
 * JSON: one document on stdout; a list is `{"items": [...], "next": cursor-or-null}`; times
-  as `times.iso`; characters a terminal could act on are written as `\\uXXXX` escapes.
+  as `times.iso`; characters a terminal could act on are written as JSON `\\u` escapes
+  (`\\u001b` for ESC).
 """
 
 from __future__ import annotations
