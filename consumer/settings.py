@@ -227,6 +227,14 @@ class Settings(BaseSettings):
         COLD,
         ge=1024 * 1024,
     )
+    cold_format: Literal["parquet", "jsonl"] = _opt(
+        "parquet",
+        "Format of new cold tier files: parquet (zstd) or jsonl (JSON lines, one object per row).",
+        COLD,
+    )
+    cold_compression: Literal["zstd", "gzip"] = _opt(
+        "zstd", "Compression of jsonl cold tier files: zstd or gzip (Parquet is always zstd).", COLD
+    )
 
     # --- sources (consumer/sources/)
     source: Literal["seed-json", "langgraph-redis"] = _opt(
@@ -306,6 +314,15 @@ class Settings(BaseSettings):
     def _check_windows(self) -> Settings:
         for problem in window_problems(self):
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _check_cold_format(self) -> Settings:
+        if self.cold_format == "parquet" and self.cold_compression != "zstd":
+            raise ValueError(
+                "ARCHIVER_COLD_COMPRESSION=gzip is for ARCHIVER_COLD_FORMAT=jsonl"
+                " (Parquet files are zstd)"
+            )
         return self
 
     @property

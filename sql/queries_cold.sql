@@ -44,9 +44,10 @@ WHERE table_name = 'conversation_history' AND tenant_id = $1 AND month = $2 AND 
 
 -- name: cold_record
 INSERT INTO archived_partitions (
-    tenant_id, month, version, export_id, archive_path, manifest_path, format, files,
-    row_count, compressed_size, sha256, content_digest, min_timestamp, max_timestamp)
-VALUES ($1, $2, $3, $4, $5, $6, 'parquet', $7, $8, $9, $10, $11, $12, $13)
+    tenant_id, month, version, export_id, archive_path, manifest_path, files,
+    row_count, compressed_size, sha256, content_digest, min_timestamp, max_timestamp,
+    format, compression)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 RETURNING *;
 
 -- name: cold_list

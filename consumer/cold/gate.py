@@ -20,7 +20,7 @@ import structlog
 from rich.text import Text
 
 from consumer import exceptions, jobs, partitions, queries, terminal
-from consumer.cold import export, layout, records, storage, verify
+from consumer.cold import export, formats, layout, records, storage, verify
 from consumer.cold.storage import Storage
 from consumer.settings import Settings
 
@@ -36,7 +36,8 @@ def open_storage(s: Settings) -> Storage:
 
 
 def limits(s: Settings) -> export.Limits:
-    return export.Limits(part_rows=s.cold_part_rows, group_bytes=s.cold_group_bytes)
+    fmt = formats.Format(s.cold_format, s.cold_compression)
+    return export.Limits(part_rows=s.cold_part_rows, group_bytes=s.cold_group_bytes, format=fmt)
 
 
 @dataclass(frozen=True, slots=True)

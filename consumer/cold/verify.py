@@ -15,12 +15,10 @@ from datetime import date
 from typing import Any
 
 import asyncpg
-import pyarrow as pa
-import pyarrow.parquet as pq
 import structlog
 
 from consumer import exceptions, jobs, queries
-from consumer.cold import digest, layout, records, storage
+from consumer.cold import digest, files, formats, layout, records, storage
 from consumer.cold.storage import Storage
 
 log = structlog.get_logger("consumer.cold.verify")
@@ -48,7 +46,7 @@ class Checked:
 
 def problem_of(where: Storage, record: Any) -> str | None:
     """Why the version's files do not match its record (None: they do). Blocking I/O."""
-    paths = [layout.part(record["tenant_id"], record["month"], n) for n in range(record["files"])]
+    paths = layout.parts(record)
     missing = [p for p in paths if not storage.exists(where, p)]
     if missing:
         return f"missing file: {where.url_of(missing[0])}"
@@ -65,7 +63,7 @@ def problem_of(where: Storage, record: Any) -> str | None:
 
 def _sha256(where: Storage, path: str) -> tuple[str, int]:
     sha, size = hashlib.sha256(), 0
-    with where.filesystem.open_input_stream(where.path(path)) as stream:
+    with storage.read_stream(where, path) as stream:
         while chunk := stream.read(READ_CHUNK):
             sha.update(chunk)
             size += len(chunk)
@@ -74,21 +72,23 @@ def _sha256(where: Storage, path: str) -> tuple[str, int]:
 
 def _content_problem(where: Storage, paths: list[str], record: Any) -> str | None:
     rows, total = 0, 0
+    fmt = formats.of_record(record)
     try:
         for path in paths:
-            with where.filesystem.open_input_file(where.path(path)) as raw:
-                for batch in pq.ParquetFile(raw).iter_batches(
-                    DIGEST_BATCH, columns=list(digest.COLUMNS)
-                ):
-                    rows += batch.num_rows
-                    total += digest.of_batch(batch)
-    except (pa.ArrowException, OSError) as exc:
-        return f"unreadable Parquet: {type(exc).__name__}"
+            for batch in files.batches(where, path, fmt, DIGEST_BATCH, digest.COLUMNS):
+                rows += batch.num_rows
+                total += digest.of_batch(batch)
+    except files.UNREADABLE as exc:
+        return f"unreadable {_kind(fmt)}: {type(exc).__name__}"
     if rows != record["row_count"]:
         return f"{rows} rows in the files, {record['row_count']} exported"
     if str(total) != record["content_digest"]:
         return "the rows' content digest differs from PostgreSQL's at export"
     return None
+
+
+def _kind(fmt: formats.Format) -> str:
+    return "Parquet" if fmt.name == "parquet" else f"JSON lines ({fmt.compression})"
 
 
 async def verify_record(conn: jobs.Connection, where: Storage, record: asyncpg.Record) -> Checked:

@@ -186,7 +186,7 @@ def _write(where: Storage, subject: subjects.Subject, record: Any, export_id: st
     for n, path in enumerate(_parts(record)):
         staged = layout.staged_part(tenant, month, export_id, n)
         storage.make_dirs(where, staged.rsplit("/", 1)[0])
-        sink = export.HashingSink(where.filesystem.open_output_stream(where.path(staged)))
+        sink = export.HashingSink(storage.write_stream(where, staged))
         part_rows, part_low, part_high = 0, None, None
         with pq.ParquetWriter(sink, export.SCHEMA, compression="zstd") as out, \
                 where.filesystem.open_input_file(where.path(path)) as raw:  # fmt: skip
