@@ -130,3 +130,11 @@ FROM unnest($1::text[]) AS t(tenant_id)
 LEFT JOIN retention_policies tp ON tp.scope = 'tenant' AND tp.tenant_id = t.tenant_id
 LEFT JOIN retention_policies dp ON dp.scope = 'default' AND dp.tenant_id = ''
 WHERE coalesce(tp.then_action, dp.then_action) = 'export';
+
+-- name: cold_query_view
+-- DuckDB (consumer/cold/query.py): the cold tier's rows in every format as one view; the two
+-- sources have the same columns (the files' and tenant_id, month from the path).
+CREATE VIEW conversation_history AS
+SELECT * FROM archiver_cold_parquet
+UNION ALL BY NAME
+SELECT * FROM archiver_cold_jsonl

@@ -146,8 +146,10 @@ async def export_month(
 
 def _current(record: Any, now: records.Stats, fmt: Format) -> bool:
     """Whether the version holds exactly the rows PostgreSQL has now, in the format wanted."""
-    return records.covers(record, now) and record["format"] == fmt.name and (
-        record["compression"] == fmt.compression
+    return (
+        records.covers(record, now)
+        and record["format"] == fmt.name
+        and (record["compression"] == fmt.compression)
     )
 
 

@@ -72,7 +72,9 @@ class _Batches:
     """A part file's rows as CSV for COPY, BATCH rows at a time (in a thread)."""
 
     def __init__(self, where: Storage, path: str, fmt: formats.Format) -> None:
-        self._batches: Generator[pa.RecordBatch, None, None] = files.batches(where, path, fmt, BATCH)
+        self._batches: Generator[pa.RecordBatch, None, None] = files.batches(
+            where, path, fmt, BATCH
+        )
 
     def next_csv(self) -> bytes | None:
         batch = next(self._batches, None)
