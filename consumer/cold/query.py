@@ -44,6 +44,14 @@ class _ColdFileSystem(ArrowFSWrapper):  # type: ignore[misc]
 
     protocol = "archivercold"
 
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        """The filesystem's own path: a local `/abs/path`, or `bucket/key` on S3 (fsspec's
+        default would take the bucket for a host name)."""
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        return str(path).removeprefix(f"{cls.protocol}://")
+
 
 class QueryError(exceptions.UsageError):
     """The query cannot run."""
