@@ -71,6 +71,19 @@ async def test_export_verify_ls_query_restore_on_s3(
         archiver(cold, "cold", "restore", "--tenant", "acme", "--month", month, "--json")
     )
     assert (restored["restored"], restored["skipped"]) == (rows, 0)
+    # the same month as gzip JSON lines: a new version, listed with its format, queried alike
+    as_jsonl = cold | {"ARCHIVER_COLD_FORMAT": "jsonl", "ARCHIVER_COLD_COMPRESSION": "gzip"}
+    again = json_of(archiver(as_jsonl, "cold", "export", "--month", month, "--json"))
+    assert (again["items"][0]["status"], again["items"][0]["version"]) == ("exported", 2)
+    assert again["failed_verify"] == 0
+    listed = json_of(archiver(cold, "cold", "ls", "--json"))
+    assert [(i["format"], i["compression"], i["version"]) for i in listed["items"]] == [
+        ("jsonl", "gzip", 2)
+    ]
+    assert "jsonl" in archiver(cold, "cold", "ls").stdout
+    assert json_of(archiver(cold, "cold", "query", sql, "--json"))["items"] == [{"n": rows}]
+    wrong = archiver(cold | {"ARCHIVER_COLD_COMPRESSION": "gzip"}, "cold", "ls")
+    assert wrong.returncode != 0 and "ARCHIVER_COLD_COMPRESSION" in wrong.stderr
     down = archiver(cold | {"ARCHIVER_S3_ENDPOINT_URL": "http://127.0.0.1:9"}, "cold", "verify")
     assert (
         down.returncode == 1
