@@ -37,6 +37,7 @@ class Config:
     retention_rate: int = 1_000
     retention_baseline_s: float = 30.0
     cold_rows: int = 10_000_000
+    cold_format: str = "parquet"
     api_rows: int = 10_000_000
     api_rate: int = 200
     api_seconds: float = 30.0
@@ -115,6 +116,9 @@ def parser() -> argparse.ArgumentParser:
         kind = float if isinstance(defaults[name], float) else int
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                        help=f"{text} (default {defaults[name]}, quick {QUICK.get(name, '=')})")  # fmt: skip
+    p.add_argument("--cold-format", choices=["parquet", "jsonl.zst", "jsonl.gz"], default=None,
+                   help="cold: the files' format, as ARCHIVER_COLD_FORMAT and"
+                        " ARCHIVER_COLD_COMPRESSION name it (default parquet)")  # fmt: skip
     p.add_argument("--no-pg-fsync", dest="pg_fsync", action="store_false",
                    help="PostgreSQL with fsync=off like the tests (default: fsync on)")  # fmt: skip
     p.add_argument("--profile", type=Path, default=None,
