@@ -44,7 +44,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import structlog
-from pyarrow import fs
 
 from consumer import exceptions, jobs, queries
 from consumer.cold import columns, files, layout, records, restore, storage
@@ -445,20 +444,10 @@ def _publish(
         staged = layout.staged_part(tenant, month, export_id, n, fmt)
         where.filesystem.move(where.path(staged), where.path(written.path))
     kept = {where.path(w.path) for w in parts}
-    for stale in _part_files(where, layout.month_dir(tenant, month)):
+    for stale in storage.files_in(where, layout.month_dir(tenant, month), layout.PART_PREFIX):
         if stale not in kept:
             where.filesystem.delete_file(stale)
     storage.remove_tree(where, f"{layout.staging_dir(tenant, month)}/{export_id}")
-
-
-def _part_files(where: Storage, relative: str) -> list[str]:
-    """The part files in a month's directory, in any format (full paths)."""
-    selector = fs.FileSelector(where.path(relative), allow_not_found=True)
-    return [
-        info.path
-        for info in where.filesystem.get_file_info(selector)
-        if info.type == fs.FileType.File and info.base_name.startswith(layout.PART_PREFIX)
-    ]
 
 
 def combined_sha256(files: list[Written]) -> str:

@@ -42,7 +42,7 @@ async def restore(
 
 
 async def restore_record(conn: jobs.Connection, where: Storage, record: asyncpg.Record) -> int:
-    await verify.ensure(conn, where, record)
+    await verify.ensure(conn, where, record, strays=False)  # reads only the version's files
     lower, _ = records.bounds(record["month"])
     await conn.fetchval(queries.get("ensure_partition"), lower)
     inserted = 0

@@ -99,6 +99,16 @@ def read_stream(storage: Storage, relative: str) -> Any:
     return storage.filesystem.open_input_stream(storage.path(relative), compression=None)
 
 
+def files_in(storage: Storage, relative: str, prefix: str) -> list[str]:
+    """The files directly in a directory whose names start with `prefix` (full paths)."""
+    selector = fs.FileSelector(storage.path(relative), allow_not_found=True)
+    return sorted(
+        info.path
+        for info in storage.filesystem.get_file_info(selector)
+        if info.type == fs.FileType.File and info.base_name.startswith(prefix)
+    )
+
+
 def make_dirs(storage: Storage, relative: str) -> None:
     """Directories for a local path (S3 has none to make)."""
     if isinstance(storage.filesystem, fs.LocalFileSystem):

@@ -222,6 +222,31 @@ async def test_late_rows_make_a_new_version(
     assert (manifest["version"], manifest["supersedes"]) == (2, first.export_id)
 
 
+async def test_a_file_the_export_does_not_name_fails_verify_until_exported_again(
+    db: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    """A format change stopped between moving its new files in and removing the old: the old
+    version's files are intact but the query view would read both, so verify says so; the
+    next export (in the new format) records the new files and removes the old."""
+    where = storage.open_url(f"file://{tmp_path}/cold")
+    jsonl = formats.of_name("jsonl.zst")
+    await seed(db, n=10)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await export.export_month(conn, where, TENANT, MONTH)
+        folder = tmp_path / "cold" / layout.month_dir(TENANT, MONTH)
+        (folder / layout.part_name(0, jsonl)).write_bytes(b"left by a killed export")
+        (checked,) = await verify.verify(conn, where)
+        assert not checked.ok and "part-0.jsonl.zst" in (checked.problem or "")
+        done = await export.export_month(conn, where, TENANT, MONTH, limits_of(jsonl))
+        assert (done.status, done.version) == ("exported", 2)
+        assert sorted(p.name for p in folder.iterdir()) == ["part-0.jsonl.zst"]
+        assert [c.ok for c in await verify.verify(conn, where)] == [True]
+        assert duck_rows(where) == await pg_rows(db)
+    finally:
+        await conn.close()
+
+
 def _corrupt(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
