@@ -15,7 +15,7 @@ from consumer.cold.columns import SCHEMA
 from consumer.cold.formats import Format
 from consumer.cold.storage import Storage
 
-JSONL_BATCH = 16_384  # rows decoded at a time from a JSON lines file (bounds memory)
+JSONL_BATCH = 8192  # rows decoded at a time from a JSON lines file (bounds memory)
 UNREADABLE = (pa.ArrowException, OSError, EOFError, jsonl.MalformedError)
 
 

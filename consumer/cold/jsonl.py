@@ -22,6 +22,7 @@ from consumer.cold.columns import SCHEMA, TIMES, UTC_MICROS
 
 CHUNK = 1 << 20  # decompressed bytes read at a time
 GZIP_LEVEL = 6
+ENCODE_ROWS = 4096  # rows turned into Python objects and JSON at a time
 TIME_TEXT = "%Y-%m-%dT%H:%M:%SZ"  # %S of a microsecond timestamp carries its six decimals
 
 
@@ -103,7 +104,9 @@ class Writer:
         self._sink = sink
 
     def write(self, table: pa.Table | pa.RecordBatch) -> None:
-        self._stream.write(encode(table))
+        """The rows, encoded ENCODE_ROWS at a time (what Python holds of them at once)."""
+        for start in range(0, table.num_rows, ENCODE_ROWS):
+            self._stream.write(encode(table.slice(start, ENCODE_ROWS)))
 
     def close(self) -> None:
         self._stream.close()
