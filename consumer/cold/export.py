@@ -46,7 +46,7 @@ import pyarrow.csv as pacsv
 import structlog
 
 from consumer import exceptions, jobs, queries
-from consumer.cold import columns, files, layout, records, restore, storage
+from consumer.cold import columns, files, formats, layout, records, restore, storage
 from consumer.cold.formats import PARQUET, Format
 from consumer.cold.storage import Storage
 
@@ -145,11 +145,7 @@ async def export_month(
 
 def _current(record: Any, now: records.Stats, fmt: Format) -> bool:
     """Whether the version holds exactly the rows PostgreSQL has now, in the format wanted."""
-    return (
-        records.covers(record, now)
-        and record["format"] == fmt.name
-        and (record["compression"] == fmt.compression)
-    )
+    return records.covers(record, now) and formats.of_record(record) == fmt
 
 
 def _version(record: Any) -> int | None:
@@ -188,7 +184,7 @@ async def _export_locked(
     return Result(tenant, month, "exported", version, snapshot.rows, len(written), size, export_id)
 
 
-# --- PostgreSQL -> files -----------------------------------------------------------------------
+# --- PostgreSQL -> files -------------------------------------------------------------------------
 
 
 async def _write(
@@ -450,11 +446,11 @@ def _publish(
     storage.remove_tree(where, f"{layout.staging_dir(tenant, month)}/{export_id}")
 
 
-def combined_sha256(files: list[Written]) -> str:
+def combined_sha256(parts: list[Written]) -> str:
     """The file's SHA-256; for several, the SHA-256 of their digests in part order."""
-    if len(files) == 1:
-        return files[0].sha256
-    return hashlib.sha256("".join(w.sha256 for w in files).encode()).hexdigest()
+    if len(parts) == 1:
+        return parts[0].sha256
+    return hashlib.sha256("".join(w.sha256 for w in parts).encode()).hexdigest()
 
 
 def _manifest(
