@@ -405,7 +405,11 @@ def _as_file_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _groups(batches: Iterator[pa.RecordBatch], limits: Limits) -> Iterator[pa.Table]:
-    """Batches gathered into row groups of at most `group_rows` rows or `group_bytes` bytes."""
+    """Batches gathered into row groups of at most `group_rows` rows or `group_bytes` bytes;
+    for JSON lines, which have no row groups, each batch as it comes (nothing held)."""
+    if limits.format.name != "parquet":
+        yield from (pa.Table.from_batches([b], schema=SCHEMA) for b in batches)
+        return
     held: list[pa.RecordBatch] = []
     rows = size = 0
     for batch in batches:
