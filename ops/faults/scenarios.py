@@ -347,7 +347,7 @@ def cold_export(quick: bool) -> Scenario:
         "cold_export", "SIGKILL cold tier exports mid-way while archiving; the next one completes",
         windows(quick), mix(quick, duration=10.0 if quick else 30.0),
         functools.partial(cold.inject_cold_export, root=root), settle_s=60.0, cleanup=cleanup,
-        env=lambda name: cold.env(root) if name.startswith("cold") else {},
+        env=lambda name: cold.env(root, name) if name.startswith("cold") else {},
     )  # fmt: skip
 
 
