@@ -20,7 +20,18 @@ import orjson
 import pytest
 from pyarrow import fs
 
-from consumer.cold import export, files, formats, layout, query, records, restore, storage, verify
+from consumer.cold import (
+    export,
+    files,
+    formats,
+    gate,
+    layout,
+    query,
+    records,
+    restore,
+    storage,
+    verify,
+)
 from consumer.cold.formats import Format
 from consumer.cold.storage import Storage
 from tests import s3server
@@ -243,6 +254,28 @@ async def test_a_file_the_export_does_not_name_fails_verify_until_exported_again
         assert sorted(p.name for p in folder.iterdir()) == ["part-0.jsonl.zst"]
         assert [c.ok for c in await verify.verify(conn, where)] == [True]
         assert duck_rows(where) == await pg_rows(db)
+    finally:
+        await conn.close()
+
+
+async def test_an_unchanged_month_never_verified_is_verified_by_the_next_export(
+    db: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    """An export killed after recording its version, before verifying it: the next export
+    run (the `cold` job, retention's gate, `archiver cold export`) verifies it."""
+    where = storage.open_url(f"file://{tmp_path}/cold")
+    await seed(db, n=10)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await export.export_month(conn, where, TENANT, MONTH)  # recorded, not verified
+        result, checked = await gate.exported_and_verified(
+            conn, where, TENANT, MONTH, export.Limits()
+        )
+        assert result.status == "unchanged" and checked is not None and checked.ok
+        record = await records.current(conn, TENANT, MONTH)
+        assert record is not None and record["verified_at"] is not None
+        again = await gate.exported_and_verified(conn, where, TENANT, MONTH, export.Limits())
+        assert again[1] is None  # verified and unchanged: nothing read again
     finally:
         await conn.close()
 
