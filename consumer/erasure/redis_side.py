@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from consumer import checkpoints, exceptions
-from consumer.erasure import subjects
+from consumer.erasure import langgraph_side, subjects
 
 DECODE_INLINE_BYTES = 1024 * 1024  # larger groups are decoded in a thread (as archive.py does)
 ATTEMPTS = 5  # reads of a value rewritten while it was being judged, before the step fails
@@ -30,6 +30,15 @@ class Scope:
     scan_count: int
     group_bytes: int
     max_payload: int
+    langgraph: langgraph_side.Scope | None = None  # ARCHIVER_SOURCE=langgraph-redis
+
+
+async def left(scope: Scope, subject: subjects.Subject) -> dict[str, int]:
+    """What of the subject Redis holds now, by the configured source: seed-json checkpoints,
+    or every key of the subject's LangGraph threads. Read only."""
+    if scope.langgraph is not None:
+        return {"redis_keys": len(await langgraph_side.find(scope.langgraph, subject))}
+    return {"redis_checkpoints": len(await find(scope, subject))}
 
 
 async def find(scope: Scope, subject: subjects.Subject) -> list[tuple[str, str]]:
@@ -43,7 +52,10 @@ async def find(scope: Scope, subject: subjects.Subject) -> list[tuple[str, str]]
 
 
 async def erase(scope: Scope, subject: subjects.Subject) -> dict[str, int]:
-    """Delete every checkpoint of the subject; counts: checkpoints deleted."""
+    """Delete every checkpoint of the subject; counts: checkpoints deleted (and, for the
+    langgraph-redis source, keys and threads)."""
+    if scope.langgraph is not None:
+        return await langgraph_side.erase(scope.langgraph, subject)
     deleted = 0
     cursor = -1
     while cursor != 0:

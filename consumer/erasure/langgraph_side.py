@@ -1,0 +1,222 @@
+"""An erasure's Redis step for ARCHIVER_SOURCE=langgraph-redis: every thread of the subject,
+found by reading LangGraph's checkpoint documents, deleted whole (every key of every family:
+checkpoint, checkpoint_latest, checkpoint_write, write_keys_zset, ShallowRedisSaver's key and
+write_registry) with the archiver's own shadow, claim, hold mark and deadline-index entries.
+
+Two passes over the keyspace, SCAN pages of ARCHIVER_SCAN_COUNT:
+1. threads: every `checkpoint:*` document (root, subgraph, ShallowRedisSaver's), read with
+   JSON.GET GROUP at a time and judged off the event loop past DECODE_INLINE_BYTES. A root
+   document is decoded as the archive path decodes it (ARCHIVER_THREAD_PATTERN and
+   ARCHIVER_STATE_FIELDS applied) and is the subject's if it holds something of it from before
+   the erasure (Subject.owns); a subgraph document, whose state names no one, by the mapping of
+   its thread id alone and its checkpoint.ts. A document that cannot be decoded (its thread id
+   does not match the pattern) is matched by its bytes, as the seed-json step does.
+2. keys: every key of the five families (`[cw][hr]*`), attributed to the longest known thread
+   id that, followed by a colon, starts its name after the family (thread ids may hold colons:
+   `a` and `a:b` are two threads), and for a document to the thread its `thread_id` names.
+   The subject's are deleted; the pass is repeated until it finds nothing (a graph still
+   running may write more), ATTEMPTS times at most.
+
+The checkpointer stores no tenant, user or customer id: without a mapping, only a conversation
+(the thread id, in the default tenant) can be matched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+from redis import exceptions as redis_exceptions
+
+from consumer import checkpoints, exceptions, model
+from consumer.erasure import subjects
+from consumer.sources import langgraph_redis
+
+FAMILIES = (
+    "checkpoint:", "checkpoint_latest:", "checkpoint_write:", "write_keys_zset:",
+    "write_registry:",
+)  # fmt: skip
+DOCUMENTS = ("checkpoint:", "checkpoint_write:")  # families whose keys hold a thread_id field
+FAMILY_MATCH = "[cw][hr]*"  # a SCAN MATCH covering the five families (and not archiver:*)
+GROUP = 32  # documents read per round trip: bounds memory for large threads
+DECODE_INLINE_BYTES = 1024 * 1024  # larger groups are judged in a thread
+ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where and how the step looks."""
+
+    redis: checkpoints.Checkpoints
+    source: langgraph_redis.LangGraphRedis
+    scan_count: int
+
+
+@dataclass(slots=True)
+class Threads:
+    """The subject's threads, and the others' thread ids that hold a colon (one of them may
+    extend a thread id of the subject: its keys are not the subject's)."""
+
+    mine: set[str] = field(default_factory=set)
+    others: set[str] = field(default_factory=set)
+
+    def owner(self, key: str) -> str | None:
+        """The subject's thread that a key's name belongs to, if any."""
+        family = next((f for f in FAMILIES if key.startswith(f)), None)
+        if family is None:
+            return None
+        rest, best = key[len(family) :], None
+        colon = rest.find(":")
+        while colon > 0:
+            prefix = rest[:colon]
+            if prefix in self.mine or prefix in self.others:
+                best = prefix
+            colon = rest.find(":", colon + 1)
+        return best if best in self.mine else None
+
+
+async def threads_of(scope: Scope, subject: subjects.Subject) -> Threads:
+    """Pass 1: the subject's threads (read only)."""
+    found = Threads()
+    cursor = -1
+    while cursor != 0:
+        match = langgraph_redis.PREFIX + "*"
+        cursor, page = await checkpoints.scan_keys(scope.redis, max(cursor, 0), match,
+                                                   scope.scan_count)  # fmt: skip
+        for start in range(0, len(page), GROUP):
+            for thread, mine in await _judge_group(scope, subject, page[start : start + GROUP]):
+                if mine:
+                    found.mine.add(thread)
+                elif ":" in thread:
+                    found.others.add(thread)
+    found.others -= found.mine
+    return found
+
+
+async def _judge_group(
+    scope: Scope, subject: subjects.Subject, group: Sequence[str]
+) -> list[tuple[str, bool]]:
+    values = await checkpoints.documents(scope.redis, group)
+    pairs = [(k, v) for k, v in zip(group, values, strict=True) if v is not None]
+
+    def judge() -> list[tuple[str, bool]]:
+        return [j for key, raw in pairs if (j := judge_document(scope.source, subject, key, raw))]
+
+    size = sum(len(v) for _, v in pairs)
+    return await asyncio.to_thread(judge) if size > DECODE_INLINE_BYTES else judge()
+
+
+def judge_document(
+    source: langgraph_redis.LangGraphRedis, subject: subjects.Subject, key: str, raw: bytes
+) -> tuple[str, bool] | None:
+    """(the document's thread, whether it makes that thread the subject's); None if it names
+    no thread (a stub the checkpointer has not finished writing)."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    thread = document.get("thread_id") if isinstance(document, dict) else None
+    if not isinstance(thread, str) or not thread:
+        return None
+    if not subject.may_hold(raw, thread):
+        return thread, False
+    return thread, _owns(source, subject, key, raw, document, thread)
+
+
+def _owns(
+    source: langgraph_redis.LangGraphRedis, subject: subjects.Subject, key: str, raw: bytes,
+    document: dict[str, object], thread: str,
+) -> bool:  # fmt: skip
+    default = source.options.default_tenant
+    try:
+        if source.is_checkpoint(key):  # a root checkpoint: as the archive path decodes it
+            return subject.owns(source.decode(key, raw))
+        mapped = source.mapping.of(thread, {})
+    except exceptions.NotReadyError:
+        return False
+    except exceptions.DecodeError:
+        return subject.mentions(raw, thread, default)
+    named = model.Checkpoint(
+        key, mapped.get("conversation_id", thread), mapped.get("tenant_id", default),
+        mapped.get("customer_id"), mapped.get("user_id"), (),
+    )  # fmt: skip
+    return subject.names(named) and _stamped_before(document, subject.requested_at)
+
+
+def _stamped_before(document: dict[str, object], moment: datetime) -> bool:
+    """Whether a subgraph checkpoint was written at or before `moment` (unknown: yes)."""
+    checkpoint = document.get("checkpoint")
+    stamp = checkpoint.get("ts") if isinstance(checkpoint, dict) else None
+    try:
+        written = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+    except ValueError:
+        written = None
+    if written is None:
+        return True
+    return (written if written.tzinfo else written.replace(tzinfo=UTC)) <= moment
+
+
+async def keys_of(scope: Scope, threads: Threads) -> list[str]:
+    """Pass 2: every key of the subject's threads now (read only)."""
+    found: list[str] = []
+    cursor = -1
+    while cursor != 0 and threads.mine:
+        cursor, page = await checkpoints.scan_keys(scope.redis, max(cursor, 0), FAMILY_MATCH,
+                                                   scope.scan_count)  # fmt: skip
+        named = [k for k in page if threads.owner(k) is not None]
+        found += await _confirmed(scope, threads, named)
+    return found
+
+
+async def _confirmed(scope: Scope, threads: Threads, named: list[str]) -> list[str]:
+    """The keys whose document, if they hold one, names one of the subject's threads."""
+    documents = [k for k in named if k.startswith(DOCUMENTS)]
+    ids = await checkpoints.documents(scope.redis, documents, "$.thread_id")
+    wrong = {k for k, v in zip(documents, ids, strict=True) if not _names_mine(v, threads)}
+    return [k for k in named if k not in wrong]
+
+
+def _names_mine(reply: bytes | None, threads: Threads) -> bool:
+    """A `$.thread_id` reply (a JSON list) names one of the subject's threads, or none."""
+    try:
+        found = orjson.loads(reply) if reply is not None else []
+    except orjson.JSONDecodeError:
+        found = []
+    named = [t for t in found if isinstance(t, str)] if isinstance(found, list) else []
+    return not named or named[0] in threads.mine
+
+
+async def find(scope: Scope, subject: subjects.Subject) -> list[str]:
+    """Every key of the subject's threads now. Read only."""
+    return await keys_of(scope, await threads_of(scope, subject))
+
+
+async def erase(scope: Scope, subject: subjects.Subject) -> dict[str, int]:
+    """Delete every key of the subject's threads; counts: threads, keys, checkpoints."""
+    threads = await threads_of(scope, subject)
+    keys_gone = checkpoints_gone = 0
+    for _ in range(ATTEMPTS):
+        found = await keys_of(scope, threads)
+        if not found:
+            return {"redis_threads": len(threads.mine), "redis_keys": keys_gone,
+                    "redis_checkpoints": checkpoints_gone}  # fmt: skip
+        gone, archived = await _delete(scope, found)
+        keys_gone, checkpoints_gone = keys_gone + gone, checkpoints_gone + archived
+    raise exceptions.ArchiverError(
+        f"{len(threads.mine)} LangGraph thread(s) of the subject kept being written while being"
+        " erased; stop the subject's graph runs, then resume the erasure"
+    )
+
+
+async def _delete(scope: Scope, found: list[str]) -> tuple[int, int]:
+    try:
+        return await checkpoints.delete_keys(scope.redis, found)
+    except redis_exceptions.NoPermissionError:
+        raise exceptions.ConfigError(
+            "the Redis user may not delete a LangGraph thread's keys: give the erasure"
+            " ARCHIVER_ERASURE_REDIS_URL with the archiver-erasure-langgraph user"
+            " (ops/redis-acl.conf)"
+        ) from None
