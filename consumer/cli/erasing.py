@@ -41,7 +41,7 @@ def _with_both(s: settings.Settings, work: Callable[[erasure.Surroundings], Awai
         async with erasure.Surroundings.open(s) as where:
             return await work(where)
 
-    with exits.reaching_postgres(s.database_url), exits.reaching_redis(s.redis_url):
+    with exits.reaching_postgres(s.database_url), exits.reaching_redis(s.erasure_redis):
         return asyncio.run(opened())
 
 
