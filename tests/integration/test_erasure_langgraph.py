@@ -13,6 +13,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -25,6 +26,7 @@ from langgraph.checkpoint.redis.shallow import ShallowRedisSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 
 from consumer import erasure, exceptions, service, settings
+from consumer.erasure import langgraph_side
 from tests.integration import test_langgraph_source as lg
 
 KEY = "test-erasure-key-0123456789abcdef"
@@ -251,6 +253,40 @@ async def test_verify_finds_a_document_and_a_pointer_left_of_an_erased_thread(
     check = await verify(s, done, "c4")
     assert not check.ok
     assert check.places["redis_keys"] == 2
+
+
+def _big_thread(url: str, thread: str) -> None:
+    def bot(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [AIMessage("x" * (2 * 1024 * 1024))]}  # 2 MiB per reply
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("bot", bot)
+    graph.add_edge(START, "bot")
+    graph.add_edge("bot", END)
+    with lg.sync_saver(RedisSaver, url, TTL_MINUTES) as saver:
+        config: RunnableConfig = {"configurable": {"thread_id": thread}}
+        graph.compile(checkpointer=saver).invoke({"messages": [HumanMessage("hi")]}, config)
+
+
+@pytest.mark.timeout(180)
+async def test_documents_past_the_inline_limit_are_judged_off_the_event_loop(
+    make: Callable[..., settings.Settings], stack_admin_url: str, admin: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    await asyncio.to_thread(_big_thread, stack_admin_url, "acme/anna/big")
+    await asyncio.to_thread(_big_thread, stack_admin_url, "acme/bob/big")
+    offloaded: list[Any] = []
+
+    async def to_thread(work: Callable[[], Any]) -> Any:
+        offloaded.append(work)
+        return await asyncio.to_thread(work)
+
+    monkeypatch.setattr(langgraph_side, "asyncio", SimpleNamespace(to_thread=to_thread))
+    done = await erase(make(), "acme", "customer", "anna")
+    assert offloaded  # groups over DECODE_INLINE_BYTES went to a worker thread
+    assert done.counts["redis_threads"] == 1
+    assert not [k async for k in admin.scan_iter(match="*:acme/anna/big:*")]
+    assert [k async for k in admin.scan_iter(match="checkpoint:acme/bob/big:*")]
 
 
 async def test_the_archivers_own_user_cannot_erase_a_thread(
