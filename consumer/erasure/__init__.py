@@ -309,7 +309,22 @@ async def _postgres_step(
     return {"postgres_messages": rows, **settled, "dead_letters": dead}
 
 
+# As consumer/erasure/cold.py says it when no cold tier is configured; without one, pyarrow and
+# DuckDB (about 70 MB of RSS) are not loaded at all.
+NO_COLD = {"cold": "no cold tier configured"}
+
+
+async def _cold_left(s: Settings, target: subjects.Subject) -> dict[str, Any]:
+    if s.cold_url is None:
+        return dict(NO_COLD)
+    from consumer.erasure import cold
+
+    return await cold.left(s, target)
+
+
 async def _cold_step(where: Surroundings, e: Erasure, subject: subjects.Subject) -> dict[str, Any]:
+    if where.settings.cold_url is None:
+        return dict(NO_COLD)
     from consumer.erasure import cold  # pyarrow and DuckDB: loaded by the step that needs them
 
     async with where.pool.acquire() as conn:
@@ -347,9 +362,7 @@ async def verify(where: Surroundings, erasure_id: int, subject: str | None = Non
     places: dict[str, Any] = await redis_side.left(where.scope, target)
     async with where.pool.acquire() as conn:
         places |= await postgres_side.left(conn, target, where.reader)
-    from consumer.erasure import cold
-
-    places |= await cold.left(where.settings, target)
+    places |= await _cold_left(where.settings, target)
     log.info("erasure.verified", erasure=e.id, subject=e.subject_hash, **_flat(places))
     return Verification(e, places)
 
@@ -376,9 +389,7 @@ async def preview(where: Surroundings, tenant: str, kind: str, subject: str) -> 
         target = subjects.Subject(tenant, kind, subject, now, frozenset(owned))
         places = await postgres_side.left(conn, target, where.reader)
     places |= await redis_side.left(where.scope, target)
-    from consumer.erasure import cold
-
-    return places | await cold.left(where.settings, target)
+    return places | await _cold_left(where.settings, target)
 
 
 async def resume_unfinished(ctx: jobs.Context) -> jobs.Counts:
