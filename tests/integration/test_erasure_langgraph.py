@@ -25,7 +25,7 @@ from langgraph.checkpoint.redis import RedisSaver
 from langgraph.checkpoint.redis.shallow import ShallowRedisSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 
-from consumer import erasure, exceptions, service, settings
+from consumer import erasure, exceptions, jobs, periodic, service, settings
 from consumer.erasure import langgraph_side
 from tests.integration import test_langgraph_source as lg
 
@@ -287,6 +287,26 @@ async def test_documents_past_the_inline_limit_are_judged_off_the_event_loop(
     assert done.counts["redis_threads"] == 1
     assert not [k async for k in admin.scan_iter(match="*:acme/anna/big:*")]
     assert [k async for k in admin.scan_iter(match="checkpoint:acme/bob/big:*")]
+
+
+@pytest.mark.timeout(180)
+async def test_the_periodic_job_resumes_a_request_as_the_erasures_user(
+    make: Callable[..., settings.Settings], stack_admin_url: str, admin: aioredis.Redis,
+) -> None:  # fmt: skip
+    await asyncio.to_thread(_write_threads, stack_admin_url)
+    s = make()
+    kept = await thread_keys(admin, "acme/anna/c2")
+    async with service.connected(s) as parts:
+        async with parts.pool.acquire() as conn:  # killed right after the tombstone
+            requested = await erasure.request(conn, s.erasure_secret, "acme", "customer", "bob")
+        outcome = await jobs.Runner(parts.jobs_pool, s).run(periodic.named(s, "erasure"))
+        assert outcome is not None and outcome.status == "ok", outcome
+        async with parts.pool.acquire() as conn:
+            done = await erasure.status(conn, requested.id)
+    assert done.status == "completed" and done.counts["redis_threads"] == 2
+    assert await thread_keys(admin, "acme/bob/c3") == set()
+    assert await thread_keys(admin, "acme/bob/c4") == set()
+    assert await thread_keys(admin, "acme/anna/c2") == kept
 
 
 async def test_the_archivers_own_user_cannot_erase_a_thread(
