@@ -220,7 +220,7 @@ def _scope(s: Settings, client: Any) -> redis_side.Scope:
     redis = checkpoints.Checkpoints(client, layout, timing, source)
     langgraph = None
     if isinstance(source, langgraph_redis.LangGraphRedis):
-        langgraph = langgraph_side.Scope(redis, source, s.scan_count)
+        langgraph = langgraph_side.Scope(redis, source, s.scan_count, s.batch_bytes)
     return redis_side.Scope(
         redis=redis, reader=subjects.Reader(layout, codec_options(s)),
         scan_count=s.scan_count, group_bytes=s.batch_bytes, max_payload=s.max_payload,

@@ -5,7 +5,8 @@ write_registry) with the archiver's own shadow, claim, hold mark and deadline-in
 
 Two passes over the keyspace, SCAN pages of ARCHIVER_SCAN_COUNT:
 1. threads: every `checkpoint:*` document (root, subgraph, ShallowRedisSaver's), read with
-   JSON.GET GROUP at a time and judged off the event loop past DECODE_INLINE_BYTES. A root
+   JSON.GET GROUP at a time (fewer once documents are large: a group stays near
+   ARCHIVER_BATCH_BYTES) and judged off the event loop past DECODE_INLINE_BYTES. A root
    document is decoded as the archive path decodes it (ARCHIVER_THREAD_PATTERN and
    ARCHIVER_STATE_FIELDS applied) and is the subject's if it holds something of it from before
    the erasure (Subject.owns); a subgraph document, whose state names no one, by the mapping of
@@ -41,7 +42,7 @@ FAMILIES = (
 )  # fmt: skip
 DOCUMENTS = ("checkpoint:", "checkpoint_write:")  # families whose keys hold a thread_id field
 FAMILY_MATCH = "[cw][hr]*"  # a SCAN MATCH covering the five families (and not archiver:*)
-GROUP = 32  # documents read per round trip: bounds memory for large threads
+GROUP = 32  # documents read per round trip at most (fewer when they are large)
 DECODE_INLINE_BYTES = 1024 * 1024  # larger groups are judged in a thread
 ATTEMPTS = 5
 
@@ -53,6 +54,7 @@ class Scope:
     redis: checkpoints.Checkpoints
     source: langgraph_redis.LangGraphRedis
     scan_count: int
+    group_bytes: int = 16 * 1024 * 1024  # ARCHIVER_BATCH_BYTES
 
 
 @dataclass(slots=True)
@@ -80,33 +82,47 @@ class Threads:
 
 async def threads_of(scope: Scope, subject: subjects.Subject) -> Threads:
     """Pass 1: the subject's threads (read only)."""
-    found = Threads()
+    found, largest = Threads(), 0
     cursor = -1
     while cursor != 0:
         match = langgraph_redis.PREFIX + "*"
         cursor, page = await checkpoints.scan_keys(scope.redis, max(cursor, 0), match,
                                                    scope.scan_count)  # fmt: skip
-        for start in range(0, len(page), GROUP):
-            for thread, mine in await _judge_group(scope, subject, page[start : start + GROUP]):
-                if mine:
-                    found.mine.add(thread)
-                elif ":" in thread:
-                    found.others.add(thread)
+        largest = await _judge_page(scope, subject, page, found, largest)
     found.others -= found.mine
     return found
 
 
+async def _judge_page(
+    scope: Scope, subject: subjects.Subject, page: list[str], found: Threads, largest: int
+) -> int:
+    """Judge a page's documents, GROUP at a time, fewer once documents are large (a group
+    stays near ARCHIVER_BATCH_BYTES); the largest document size seen so far."""
+    start = 0
+    while start < len(page):
+        size = max(1, min(GROUP, scope.group_bytes // max(1, largest)))
+        judged, largest = await _judge_group(scope, subject, page[start : start + size], largest)
+        start += size
+        for thread, mine in judged:
+            if mine:
+                found.mine.add(thread)
+            elif ":" in thread:
+                found.others.add(thread)
+    return largest
+
+
 async def _judge_group(
-    scope: Scope, subject: subjects.Subject, group: Sequence[str]
-) -> list[tuple[str, bool]]:
+    scope: Scope, subject: subjects.Subject, group: Sequence[str], largest: int
+) -> tuple[list[tuple[str, bool]], int]:
     values = await checkpoints.documents(scope.redis, group)
     pairs = [(k, v) for k, v in zip(group, values, strict=True) if v is not None]
+    largest = max([largest, *(len(v) for _, v in pairs)])
 
     def judge() -> list[tuple[str, bool]]:
         return [j for key, raw in pairs if (j := judge_document(scope.source, subject, key, raw))]
 
     size = sum(len(v) for _, v in pairs)
-    return await asyncio.to_thread(judge) if size > DECODE_INLINE_BYTES else judge()
+    return (await asyncio.to_thread(judge) if size > DECODE_INLINE_BYTES else judge()), largest
 
 
 def judge_document(

@@ -25,7 +25,7 @@ from langgraph.checkpoint.redis import RedisSaver
 from langgraph.checkpoint.redis.shallow import ShallowRedisSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 
-from consumer import erasure, exceptions, jobs, periodic, service, settings
+from consumer import checkpoints, erasure, exceptions, jobs, periodic, service, settings
 from consumer.erasure import langgraph_side
 from tests.integration import test_langgraph_source as lg
 
@@ -281,9 +281,22 @@ async def test_documents_past_the_inline_limit_are_judged_off_the_event_loop(
         offloaded.append(work)
         return await asyncio.to_thread(work)
 
+    read = checkpoints.documents
+    after_a_big_one: list[int] = []  # sizes of the groups read once a 2 MiB one was seen
+    big = 2 * 1024 * 1024
+
+    async def documents(cp: Any, keys: Any, *paths: str) -> Any:
+        found = await read(cp, keys, *paths)
+        if not paths and (after_a_big_one or any(len(v or b"") > big for v in found)):
+            after_a_big_one.append(len(keys))
+        return found
+
     monkeypatch.setattr(langgraph_side, "asyncio", SimpleNamespace(to_thread=to_thread))
-    done = await erase(make(), "acme", "customer", "anna")
+    monkeypatch.setattr(checkpoints, "documents", documents)
+    monkeypatch.setattr(langgraph_side, "GROUP", 2)
+    done = await erase(make(batch_bytes=3 * 1024 * 1024), "acme", "customer", "anna")
     assert offloaded  # groups over DECODE_INLINE_BYTES went to a worker thread
+    assert set(after_a_big_one[1:]) == {1}  # then one document at a time (3 MiB budget)
     assert done.counts["redis_threads"] == 1
     assert not [k async for k in admin.scan_iter(match="*:acme/anna/big:*")]
     assert [k async for k in admin.scan_iter(match="checkpoint:acme/bob/big:*")]
