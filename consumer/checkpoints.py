@@ -481,22 +481,23 @@ async def documents(cp: Checkpoints, keys_: Sequence[str], *paths: str) -> list[
 
 async def delete_keys(cp: Checkpoints, keys_: Sequence[str]) -> tuple[int, int]:
     """Delete keys (of any family) and, for the archived checkpoint keys among them, their
-    shadow, claim, hold mark and deadline-index entry, pipelined. Returns (keys deleted, of
-    which archived checkpoints)."""
+    shadow, claim, hold mark and deadline-index entry, pipelined; the checkpoints last (they
+    are what tells a thread's owner: a run cut short leaves them to be found again). Returns
+    (keys deleted, of which archived checkpoints)."""
     archived = [k for k in keys_ if cp.source.is_checkpoint(k)]
     others = [k for k in keys_ if not cp.source.is_checkpoint(k)]
     companions = [c for k in archived for c in (cp.layout.shadow(k), cp.layout.claim(k),
                                                  cp.layout.held(k))]  # fmt: skip
     async with cp.client.pipeline(transaction=False) as pipe:
-        for chunk in _chunks(archived):
-            pipe.delete(*chunk)
         for chunk in _chunks(others):
             pipe.delete(*chunk)
         for chunk in _chunks(companions):
             pipe.delete(*chunk)
         for chunk in _chunks(archived):
             pipe.zrem(cp.layout.deadlines, *chunk)
+        for chunk in _chunks(archived):
+            pipe.delete(*chunk)
         replies = await pipe.execute()
-    checkpoints_gone = sum(int(r) for r in replies[: len(_chunks(archived))])
-    others_gone = sum(int(r) for r in replies[len(_chunks(archived)) :][: len(_chunks(others))])
+    others_gone = sum(int(r) for r in replies[: len(_chunks(others))])
+    checkpoints_gone = sum(int(r) for r in replies[len(replies) - len(_chunks(archived)) :])
     return checkpoints_gone + others_gone, checkpoints_gone

@@ -322,6 +322,42 @@ async def test_the_periodic_job_resumes_a_request_as_the_erasures_user(
     assert await thread_keys(admin, "acme/anna/c2") == kept
 
 
+@pytest.mark.timeout(180)
+async def test_a_redis_step_cut_short_is_resumed_from_the_root_checkpoints_left(
+    make: Callable[..., settings.Settings], stack_admin_url: str, admin: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    await asyncio.to_thread(_write_threads, stack_admin_url)
+    s = make()
+    delete = checkpoints.delete_keys
+    calls: list[int] = []
+
+    async def killed_after_the_first_chunk(cp: Any, keys: Any) -> Any:
+        calls.append(len(keys))
+        if len(calls) == 1:
+            await delete(cp, [k for k in keys if not ROOT.fullmatch(k)])  # all but the roots
+            raise Crash("redis")  # died before the root checkpoints went
+        return await delete(cp, keys)
+
+    monkeypatch.setattr(checkpoints, "delete_keys", killed_after_the_first_chunk)
+    async with erasure.Surroundings.open(s) as where:
+        async with where.pool.acquire() as conn:
+            requested = await erasure.request(conn, where.key, "acme", "user", "u-8")
+        with pytest.raises(Crash):
+            await erasure.run(where, requested.id)
+        assert await thread_keys(admin, "acme/anna/c2")  # the roots that name the user
+        done = await erasure.run(where, requested.id)  # --resume
+        check = await erasure.verify(where, done.id, "u-8")
+    assert done.status == "completed"
+    assert await thread_keys(admin, "acme/anna/c2") == set()
+    assert await thread_keys(admin, "acme/anna/c1:x") == set()
+    assert check.ok
+
+
+class Crash(Exception):
+    pass
+
+
 async def test_the_archivers_own_user_cannot_erase_a_thread(
     make: Callable[..., settings.Settings], stack_admin_url: str, stack_url: str,
 ) -> None:  # fmt: skip
