@@ -4,7 +4,9 @@ checkpoint, checkpoint_latest, checkpoint_write, write_keys_zset, ShallowRedisSa
 write_registry) with the archiver's own shadow, claim, hold mark and deadline-index entries.
 
 Two passes over the keyspace, SCAN pages of ARCHIVER_SCAN_COUNT:
-1. threads: every `checkpoint:*` document (root, subgraph, ShallowRedisSaver's), read with
+1. threads: every `checkpoint:*` document (root, subgraph, ShallowRedisSaver's) that may be
+   the subject's (when no state field gives the tenant, the conversation or the subject's kind
+   of id, its `thread_id` is read first and the mapping of it alone rules most out), read with
    JSON.GET GROUP at a time (fewer once documents are large: a group stays near
    ARCHIVER_BATCH_BYTES) and judged off the event loop past DECODE_INLINE_BYTES. A root
    document is decoded as the archive path decodes it (ARCHIVER_THREAD_PATTERN and
@@ -97,7 +99,10 @@ async def _judge_page(
     scope: Scope, subject: subjects.Subject, page: list[str], found: Threads, largest: int
 ) -> int:
     """Judge a page's documents, GROUP at a time, fewer once documents are large (a group
-    stays near ARCHIVER_BATCH_BYTES); the largest document size seen so far."""
+    stays near ARCHIVER_BATCH_BYTES); the largest document size seen so far. Documents whose
+    thread id alone rules them out are not read whole."""
+    if thread_decides(scope.source, subject):
+        page = await _not_ruled_out(scope, subject, page, found)
     start = 0
     while start < len(page):
         size = max(1, min(GROUP, scope.group_bytes // max(1, largest)))
@@ -109,6 +114,56 @@ async def _judge_page(
             elif ":" in thread:
                 found.others.add(thread)
     return largest
+
+
+def thread_decides(source: langgraph_redis.LangGraphRedis, subject: subjects.Subject) -> bool:
+    """Whether a thread id alone can rule a thread out: no state field gives the tenant, the
+    conversation or the subject's own kind of id (ARCHIVER_THREAD_PATTERN or the default do)."""
+    wanted = {"tenant_id", "conversation_id", f"{subject.kind}_id"}
+    return not any(name in wanted for name, _ in source.mapping.state_fields)
+
+
+async def _not_ruled_out(
+    scope: Scope, subject: subjects.Subject, page: list[str], found: Threads
+) -> list[str]:
+    """The keys of `page` whose documents must be read whole: their thread id may be the
+    subject's (or does not match the pattern: their bytes are searched)."""
+    replies = await checkpoints.documents(scope.redis, page, "$.thread_id")
+    kept = []
+    for key, reply in zip(page, replies, strict=True):
+        thread = _first_text(reply)
+        if thread is None:
+            continue  # gone, or a stub without its thread yet
+        if _named_by_thread(scope.source, subject, thread):
+            kept.append(key)
+        elif ":" in thread:
+            found.others.add(thread)
+    return kept
+
+
+def _first_text(reply: bytes | None) -> str | None:
+    try:
+        found = orjson.loads(reply) if reply is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    first = found[0] if isinstance(found, list) and found else None
+    return first if isinstance(first, str) and first else None
+
+
+def _named_by_thread(
+    source: langgraph_redis.LangGraphRedis, subject: subjects.Subject, thread: str
+) -> bool:
+    """The thread id may name the subject (or cannot be mapped: look at the document)."""
+    default = source.options.default_tenant
+    try:
+        mapped = source.mapping.of(thread, {})
+    except exceptions.DecodeError:
+        return True
+    named = model.Checkpoint(
+        "", mapped.get("conversation_id", thread), mapped.get("tenant_id", default),
+        mapped.get("customer_id"), mapped.get("user_id"), (),
+    )  # fmt: skip
+    return subject.names(named)
 
 
 async def _judge_group(
@@ -197,12 +252,8 @@ async def _confirmed(scope: Scope, threads: Threads, named: list[str]) -> list[s
 
 def _names_mine(reply: bytes | None, threads: Threads) -> bool:
     """A `$.thread_id` reply (a JSON list) names one of the subject's threads, or none."""
-    try:
-        found = orjson.loads(reply) if reply is not None else []
-    except orjson.JSONDecodeError:
-        found = []
-    named = [t for t in found if isinstance(t, str)] if isinstance(found, list) else []
-    return not named or named[0] in threads.mine
+    named = _first_text(reply)
+    return named is None or named in threads.mine
 
 
 async def find(scope: Scope, subject: subjects.Subject) -> list[str]:

@@ -189,6 +189,26 @@ async def test_each_kind_of_subject_loses_every_key_of_its_threads_and_only_thos
 
 
 @pytest.mark.timeout(180)
+async def test_documents_of_threads_whose_id_rules_them_out_are_not_read_whole(
+    make: Callable[..., settings.Settings], stack_admin_url: str, admin: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    await asyncio.to_thread(_write_threads, stack_admin_url)
+    read = checkpoints.documents
+    whole: list[str] = []
+
+    async def documents(cp: Any, keys: Any, *paths: str) -> Any:
+        if not paths:
+            whole.extend(keys)
+        return await read(cp, keys, *paths)
+
+    monkeypatch.setattr(checkpoints, "documents", documents)
+    done = await erase(make(), "acme", "customer", "bob")  # the customer is in the thread id
+    assert done.counts["redis_threads"] == 2
+    assert whole and all(k.startswith("checkpoint:acme/bob/") for k in whole)
+
+
+@pytest.mark.timeout(180)
 async def test_without_a_mapping_a_thread_is_erased_as_a_conversation_of_the_default_tenant(
     make: Callable[..., settings.Settings], stack_admin_url: str, admin: aioredis.Redis,
 ) -> None:  # fmt: skip

@@ -90,3 +90,13 @@ def test_a_key_goes_to_the_longest_known_thread_id_its_name_starts_with() -> Non
     assert threads.owner("checkpoint_write:b:__empty__:1f1f:task:0") is None
     assert threads.owner("archiver:shadow:{checkpoint:a:__empty__:1f1f}") is None
     assert threads.owner("checkpoint:ab:__empty__:1f1f") is None
+
+
+def test_the_thread_id_alone_decides_unless_a_state_field_gives_what_names_the_subject() -> None:
+    by_user = source(PATTERN, "user_id=user.id")
+    assert langgraph_side.thread_decides(by_user, subject("customer", "anna"))
+    assert langgraph_side.thread_decides(by_user, subject("conversation", "c1"))
+    assert not langgraph_side.thread_decides(by_user, subject("user", "u-7"))
+    by_tenant = source(None, "tenant_id=tenant")
+    assert not langgraph_side.thread_decides(by_tenant, subject("conversation", "c1"))
+    assert langgraph_side.thread_decides(source(None, None), subject("user", "u-7"))
