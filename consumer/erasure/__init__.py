@@ -20,7 +20,9 @@ The library calls (the CLI's `archiver erase` and the HTTP API use these):
     resume_unfinished(ctx: jobs.Context) -> counts   the periodic job `erasure`
 
 The steps, in order, each idempotent and recorded when done (`erasures.step`), so that a run
-killed anywhere resumes where it stopped: redis (consumer/erasure/redis_side.py), postgres
+killed anywhere resumes where it stopped: redis (consumer/erasure/redis_side.py, through the
+configured source: langgraph_side.py for ARCHIVER_SOURCE=langgraph-redis, connected to
+ARCHIVER_ERASURE_REDIS_URL when it is set), postgres
 (postgres_side.py), cold (cold.py), then completed with the counts per place. The subject id
 itself is kept in `erasure_work` while the erasure is unfinished (a resumed run must find its
 data) and deleted in the transaction that completes it. Logs and metrics carry only the id of

@@ -1,4 +1,6 @@
-"""An erasure's Redis step: every checkpoint of the subject, found by reading the values (the
+"""An erasure's Redis step (ARCHIVER_SOURCE=langgraph-redis: consumer/erasure/langgraph_side.py,
+which `erase` and `left` hand over to). seed-json: every checkpoint of the subject, found by
+reading the values (the
 customer and user ids live inside them), deleted with its shadow, claim, hold mark and
 deadline-index entry, through the one Redis module (consumer/checkpoints.py).
 
