@@ -1,8 +1,8 @@
 """An erasure's Redis step (ARCHIVER_SOURCE=langgraph-redis: consumer/erasure/langgraph_side.py,
 which `erase` and `left` hand over to). seed-json: every checkpoint of the subject, found by
-reading the values (the
-customer and user ids live inside them), deleted with its shadow, claim, hold mark and
-deadline-index entry, through the one Redis module (consumer/checkpoints.py).
+reading the values (the customer and user ids live inside them), deleted with its shadow,
+claim, hold mark and deadline-index entry, through the one Redis module
+(consumer/checkpoints.py).
 
 A value is deleted only if it still holds what was read (erase.lua compares its SHA-1): one
 rewritten meanwhile is read again and judged again, so that no one else's checkpoint is ever
