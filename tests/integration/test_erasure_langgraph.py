@@ -209,6 +209,31 @@ async def test_documents_of_threads_whose_id_rules_them_out_are_not_read_whole(
 
 
 @pytest.mark.timeout(180)
+async def test_a_thread_the_pattern_cannot_map_is_matched_by_its_bytes_in_redis_and_dead_letters(
+    make: Callable[..., settings.Settings], stack_admin_url: str, admin: aioredis.Redis,
+    db: asyncpg.Connection,
+) -> None:  # fmt: skip
+    def write() -> None:
+        with lg.sync_saver(RedisSaver, stack_admin_url, TTL_MINUTES) as saver:
+            _chat(saver, "unmapped-thread", "u-7")  # no tenant/customer/conversation parts
+            _chat(saver, "acme/bob/c3", "u-7")
+
+    await asyncio.to_thread(write)
+    s = make()
+    async with service.connected(s) as parts:
+        report = await parts.sweeper.sweep()  # the unmapped thread's checkpoints: dead letters
+    assert report.outcome.dead_letters > 0
+    kept = await thread_keys(admin, "acme/bob/c3")
+    done = await erase(s, s.default_tenant, "user", "u-7")
+    assert done.counts["dead_letters"] == report.outcome.dead_letters
+    assert done.counts["redis_threads"] == 1
+    assert not [k async for k in admin.scan_iter(match="*:unmapped-thread:*")]
+    assert await thread_keys(admin, "acme/bob/c3") == kept  # tenant acme's u-7: not this one
+    assert await db.fetchval("SELECT count(*) FROM archive_dead_letters") == 0
+    assert (await verify(s, done, "u-7")).ok
+
+
+@pytest.mark.timeout(180)
 async def test_without_a_mapping_a_thread_is_erased_as_a_conversation_of_the_default_tenant(
     make: Callable[..., settings.Settings], stack_admin_url: str, admin: aioredis.Redis,
 ) -> None:  # fmt: skip
