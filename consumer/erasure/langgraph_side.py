@@ -74,7 +74,7 @@ class Threads:
             return None
         rest, best = key[len(family) :], None
         colon = rest.find(":")
-        while colon > 0:
+        while colon >= 0:
             prefix = rest[:colon]
             if prefix in self.mine or prefix in self.others:
                 best = prefix
