@@ -204,7 +204,11 @@ def _owns(
     default = source.options.default_tenant
     try:
         if source.is_checkpoint(key):  # a root checkpoint: as the archive path decodes it
-            return subject.owns(source.decode(key, raw))
+            decoded = source.decode(key, raw)
+            if decoded.messages:
+                return subject.owns(decoded)
+            # A thread's first checkpoint holds no message yet: its own time tells.
+            return subject.names(decoded) and _stamped_before(document, subject.requested_at)
         mapped = source.mapping.of(thread, {})
     except exceptions.NotReadyError:
         return False
@@ -218,7 +222,7 @@ def _owns(
 
 
 def _stamped_before(document: dict[str, object], moment: datetime) -> bool:
-    """Whether a subgraph checkpoint was written at or before `moment` (unknown: yes)."""
+    """Whether a checkpoint was written at or before `moment` (unknown: yes)."""
     checkpoint = document.get("checkpoint")
     stamp = checkpoint.get("ts") if isinstance(checkpoint, dict) else None
     try:

@@ -234,6 +234,31 @@ async def test_a_thread_the_pattern_cannot_map_is_matched_by_its_bytes_in_redis_
 
 
 @pytest.mark.timeout(180)
+async def test_a_thread_the_subject_starts_after_the_erasure_is_kept_and_archived(
+    make: Callable[..., settings.Settings], stack_admin_url: str, admin: aioredis.Redis,
+    db: asyncpg.Connection,
+) -> None:  # fmt: skip
+    await asyncio.to_thread(_write_threads, stack_admin_url)
+    s = make()
+    async with erasure.Surroundings.open(s) as where:
+        async with where.pool.acquire() as conn:
+            requested = await erasure.request(conn, where.key, "acme", "customer", "bob")
+        with lg.sync_saver(RedisSaver, stack_admin_url, TTL_MINUTES) as saver:
+            await asyncio.to_thread(_chat, saver, "acme/bob/c5", "u-9")  # bob came back
+        came_back = await thread_keys(admin, "acme/bob/c5")
+        done = await erasure.run(where, requested.id)
+        check = await erasure.verify(where, done.id, "bob")
+    assert done.counts["redis_threads"] == 2  # c3 and c4, from before
+    assert await thread_keys(admin, "acme/bob/c5") == came_back
+    assert check.ok
+    async with service.connected(s) as parts:
+        await parts.sweeper.sweep()
+    rows = await db.fetch("SELECT DISTINCT conversation_id FROM conversation_history"
+                          " WHERE customer_id = 'bob'")  # fmt: skip
+    assert [r["conversation_id"] for r in rows] == ["c5"]
+
+
+@pytest.mark.timeout(180)
 async def test_without_a_mapping_a_thread_is_erased_as_a_conversation_of_the_default_tenant(
     make: Callable[..., settings.Settings], stack_admin_url: str, admin: aioredis.Redis,
 ) -> None:  # fmt: skip

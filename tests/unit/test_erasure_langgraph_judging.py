@@ -100,3 +100,14 @@ def test_the_thread_id_alone_decides_unless_a_state_field_gives_what_names_the_s
     by_tenant = source(None, "tenant_id=tenant")
     assert not langgraph_side.thread_decides(by_tenant, subject("conversation", "c1"))
     assert langgraph_side.thread_decides(source(None, None), subject("user", "u-7"))
+
+
+def test_a_first_checkpoint_without_messages_is_judged_by_its_own_time() -> None:
+    thread = "acme/anna/c1"
+    empty = orjson.loads(document(thread, AFTER))
+    empty["checkpoint"]["channel_values"] = {"__start__": {"messages": []}}
+    raw = orjson.dumps(empty)
+    assert judge(subject("customer", "anna"), ROOT.format(thread), raw) == (thread, False)
+    empty["checkpoint"]["ts"] = BEFORE
+    raw = orjson.dumps(empty)
+    assert judge(subject("customer", "anna"), ROOT.format(thread), raw) == (thread, True)
