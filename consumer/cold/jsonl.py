@@ -10,6 +10,7 @@ pyarrow's zstd stream or the standard library's gzip, a row at a time, never who
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
@@ -64,8 +65,8 @@ def _array(name: str, values: list[Any]) -> pa.Array:
 def lines(stream: Any) -> Iterator[bytes]:
     """The lines of a (decompressed) stream without their newlines, a chunk read at a time."""
     pending: list[bytes] = []
-    while data := stream.read(CHUNK):
-        parts = bytes(data).split(b"\n")
+    while data := _read(stream):
+        parts = data.split(b"\n")
         if len(parts) == 1:
             pending.append(parts[0])
             continue
@@ -76,6 +77,13 @@ def lines(stream: Any) -> Iterator[bytes]:
         yield from parts
     if pending:  # a last line without its newline: a truncated file, which decode rejects
         yield b"".join(pending)
+
+
+def _read(stream: Any) -> bytes:
+    try:
+        return bytes(stream.read(CHUNK))
+    except (zlib.error, EOFError) as exc:  # gzip's: damaged or cut short
+        raise MalformedError(f"damaged gzip data ({type(exc).__name__})") from None
 
 
 def batches(

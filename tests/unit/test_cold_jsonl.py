@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -91,11 +92,21 @@ def test_a_line_that_is_not_a_row_is_an_error(line: bytes) -> None:
         jsonl.decode([good, line])
 
 
+def _cut(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _flipped(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+
+
+@pytest.mark.parametrize("damage", [_cut, _flipped], ids=["truncated", "corrupted"])
 @pytest.mark.parametrize("fmt", JSONL, ids=lambda f: f.label)
-def test_a_truncated_file_is_unreadable(where: Storage, fmt: formats.Format) -> None:
+def test_a_damaged_file_is_unreadable(where: Storage, fmt: formats.Format, damage: Any) -> None:
     path = write(where, fmt, table())
     local = Path(where.path(path))
-    local.write_bytes(local.read_bytes()[: local.stat().st_size // 2])
+    local.write_bytes(damage(local.read_bytes()))
     with pytest.raises(files.UNREADABLE):
         list(files.batches(where, path, fmt, 1000))
 
