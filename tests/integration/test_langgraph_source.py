@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -391,6 +391,37 @@ async def test_delete_archived_never_deletes_a_thread_that_moved_on(
         assert sum(archived) == 3 and results == [0, 1]
     keys = [r["message_key"] for r in await _archived(db, "moved-on")]
     assert len(keys) == len(set(keys)) == 4  # two turns of a question and a reply, once each
+
+
+@pytest.mark.timeout(120)
+async def test_a_latest_archived_before_an_older_checkpoint_deletes_its_thread_on_retry(
+    make_lg: MakeSettings, stack_delete_url: str, stack_admin_url: str, db: asyncpg.Connection
+) -> None:
+    thread = "acme/latest-first"
+    with sync_saver(RedisSaver, stack_admin_url) as saver:
+        await asyncio.to_thread(_chat, saver, thread, 1)
+    admin = aioredis.Redis.from_url(stack_admin_url)
+    config = make_lg(
+        redis_url=stack_delete_url, archive_after="1s", delete_archived=True, claim_ttl="1s"
+    )
+    try:
+        latest = cast(bytes, await admin.get(f"checkpoint_latest:{thread}:__empty__")).decode()
+        async with service.connected(config) as parts:
+            outcome = await parts.archiver.archive([latest], parts.sweeper.window.due_ms)
+            assert outcome.archived == 1  # the older two are not archived yet: kept, retried
+            assert len(await _thread_keys(stack_admin_url, thread)) > 1
+            assert await admin.get(parts.archiver.redis.layout.shadow(latest)) == b""
+            assert await admin.zscore(parts.archiver.redis.layout.deadlines, latest) is not None
+
+            async def swept() -> bool:
+                await parts.sweeper.sweep()
+                return await _thread_keys(stack_admin_url, thread) == []
+
+            await eventually(swept, 30, "the thread deleted once every checkpoint is archived")
+    finally:
+        await admin.aclose()
+    keys = [r["message_key"] for r in await _archived(db, "latest-first")]
+    assert len(keys) == len(set(keys)) == 2
 
 
 @pytest.mark.timeout(120)
