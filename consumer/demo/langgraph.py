@@ -103,7 +103,9 @@ def _replies(index: int, turns: int) -> list[Any]:
     return replies
 
 
-def _graph(saver: Any, index: int, turns: int) -> Any:
+def graph(saver: Any, index: int, turns: int) -> Any:
+    """The compiled graph of conversation `index`: its model answers `turns` questions, each
+    by calling the order_status tool first (the fault harness drives it too)."""
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
     from langchain_core.tools import tool
     from langgraph.graph import END, START, MessagesState, StateGraph
@@ -128,7 +130,7 @@ def _graph(saver: Any, index: int, turns: int) -> Any:
     return graph.compile(checkpointer=saver)
 
 
-def _ids(history: Iterable[Any]) -> set[str]:
+def root_ids(history: Iterable[Any]) -> set[str]:
     """Every message id in the root checkpoints of a thread's history."""
     found = set()
     for item in history:
@@ -139,16 +141,21 @@ def _ids(history: Iterable[Any]) -> set[str]:
     return found
 
 
-def _converse(saver: Any, plan: Plan, index: int) -> set[str]:
-    """One thread's turns (a question, a tool call and its answer, a reply): the ids seen."""
+def ask(saver: Any, app: Any, thread: str, index: int, turn: int) -> set[str]:
+    """One turn of a thread (a question, a tool call and its answer, a reply): the message ids
+    its root checkpoints hold right after it."""
     from langchain_core.messages import HumanMessage
 
-    app = _graph(saver, index, plan.turns)
-    config = {"configurable": {"thread_id": plan.thread(index)}}
+    config = {"configurable": {"thread_id": thread}}
+    app.invoke({"messages": [HumanMessage(f"Where is order {index}-{turn}?")]}, config)
+    return root_ids(saver.list(config))
+
+
+def _converse(saver: Any, plan: Plan, index: int) -> set[str]:
+    app = graph(saver, index, plan.turns)
     seen: set[str] = set()
     for turn in range(plan.turns):
-        app.invoke({"messages": [HumanMessage(f"Where is order {index}-{turn}?")]}, config)
-        seen |= _ids(saver.list(config))
+        seen |= ask(saver, app, plan.thread(index), index, turn)
     return seen
 
 
