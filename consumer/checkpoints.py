@@ -204,9 +204,10 @@ class Checkpoints:
 
     async def _thread_keys(
         self, threads: Sequence[langgraph_redis.ThreadOf]
-    ) -> list[tuple[list[str], list[str]]]:
-        """Per thread: the keys its indexes list (complete: a thread with more is given no
-        keys, and so is kept), and the members of the archived checkpoint's write index."""
+    ) -> list[tuple[list[str] | None, list[str]]]:
+        """Per thread: the keys its indexes list (None if they could not list them all: an
+        index missing, or more than THREAD_KEYS_MAX keys; that thread is kept), and the
+        members of the archived checkpoint's write index."""
         limit = langgraph_redis.THREAD_KEYS_MAX
         async with self.client.pipeline(transaction=False) as pipe:
             for thread in threads:
@@ -216,21 +217,24 @@ class Checkpoints:
                         "DIALECT", 2,
                     )  # fmt: skip
                 pipe.zrange(thread.writes_index, 0, -1)
-            replies = await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
         per = len(langgraph_redis.INDEXES) + 1
         listed = []
         for at in range(0, len(replies), per):
             searched = [_search_keys(r) for r in replies[at : at + per - 1]]
-            found = [k for r in searched for k in r or ()] if None not in searched else []
-            listed.append((found, [text(m) for m in replies[at + per - 1]]))
+            found = [k for r in searched for k in r or ()] if None not in searched else None
+            members = replies[at + per - 1]
+            if isinstance(members, Exception):
+                raise members
+            listed.append((found, [text(m) for m in members]))
         return listed
 
     async def _delete_thread(
-        self, key: str, thread: langgraph_redis.ThreadOf, mark: Fingerprint, found: list[str],
-        writes: list[str],
+        self, key: str, thread: langgraph_redis.ThreadOf, mark: Fingerprint,
+        found: list[str] | None, writes: list[str],
     ) -> int:  # fmt: skip
-        if mark.head > 0:  # an oversized value, compared by its head only: not deleted early
-            return 0
+        if found is None or mark.head > 0:  # not listed whole, or an oversized value compared
+            return 0  # by its head only: left to its TTL
         roots, others = thread.keys(found)
         roots = list(dict.fromkeys([key, *roots]))
         layout, keys_ = self.layout, [key, thread.latest or key, thread.writes_index]
@@ -449,7 +453,9 @@ _STATUSES: dict[bytes | str, model.ClaimStatus] = {
 
 def _search_keys(reply: Any) -> list[str] | None:
     """The keys of an FT.SEARCH ... NOCONTENT reply (RESP2: [total, key...]; RESP3: a map),
-    or None if they are not all of them."""
+    or None if they are not all of them, or it failed (no such index)."""
+    if isinstance(reply, Exception):
+        return None
     if isinstance(reply, dict):
         total = reply.get(b"total_results", reply.get("total_results"))
         results = reply.get(b"results", reply.get("results")) or []

@@ -320,7 +320,8 @@ async def _thread_keys(admin_url: str, thread: str) -> list[bytes]:
     write_keys_zset, write_registry)."""
     admin = aioredis.Redis.from_url(admin_url)
     try:
-        return sorted([k async for k in admin.scan_iter(match=f"*:{thread}:*", count=1000)])
+        found = [k async for k in admin.scan_iter(match=f"*:{thread}:*", count=1000)]
+        return sorted(k for k in found if not k.startswith(b"archiver:"))  # not our shadows
     finally:
         await admin.aclose()
 
@@ -344,7 +345,10 @@ async def test_delete_archived_deletes_a_whole_thread_once_its_latest_is_archive
         report = await parts.sweeper.sweep()
         assert report.outcome.archived >= 1
         assert await _thread_keys(stack_admin_url, thread) == []  # every family, all of them
-        assert await parts.archiver.redis.client.zcard(parts.archiver.redis.layout.deadlines) == 0
+        redis = parts.archiver.redis
+        assert await redis.client.zcard(redis.layout.deadlines) == 0
+        ours = [k async for k in redis.client.scan_iter(match=f"archiver:*{thread}*")]
+        assert ours == []  # shadows ("done"), claims and hold marks too
     rows = await _archived(db, thread.split("/", 1)[1])
     keys = [r["message_key"].removeprefix("id:") for r in rows]
     assert len(keys) == len(set(keys))
@@ -422,6 +426,27 @@ async def test_a_latest_archived_before_an_older_checkpoint_deletes_its_thread_o
         await admin.aclose()
     keys = [r["message_key"] for r in await _archived(db, "latest-first")]
     assert len(keys) == len(set(keys)) == 2
+
+
+@pytest.mark.timeout(120)
+async def test_a_thread_whose_keys_cannot_be_listed_is_left_to_its_ttl(
+    make_lg: MakeSettings, stack_delete_url: str, stack_admin_url: str, db: asyncpg.Connection
+) -> None:
+    thread = "acme/unlisted"
+    with sync_saver(RedisSaver, stack_admin_url) as saver:
+        await asyncio.to_thread(_chat, saver, thread, 1)
+    admin = aioredis.Redis.from_url(stack_admin_url)
+    try:
+        await admin.ft("checkpoint").dropindex()  # its documents stay
+    finally:
+        await admin.aclose()
+    before = await _thread_keys(stack_admin_url, thread)
+    config = make_lg(redis_url=stack_delete_url, archive_after="1s", delete_archived=True)
+    async with service.connected(config) as parts:
+        report = await parts.sweeper.sweep()
+    assert (report.outcome.archived, report.outcome.errors) == (3, 0)
+    assert await _thread_keys(stack_admin_url, thread) == before  # nothing deleted
+    assert len(await _archived(db, "unlisted")) == 2
 
 
 @pytest.mark.timeout(120)
