@@ -539,3 +539,49 @@ def _script(cp: Checkpoints, name: str) -> AsyncScript:
     if name not in cp._scripts:
         cp._scripts[name] = cp.client.register_script(lua(name))
     return cp._scripts[name]
+
+
+# --- erasure of the langgraph-redis source (consumer/erasure/langgraph_side.py): SCAN pages of
+# any pattern, documents read with JSON.GET, a thread's keys deleted with their companions ---
+
+
+async def scan_keys(cp: Checkpoints, cursor: int, match: str, count: int) -> tuple[int, list[str]]:
+    """One SCAN page of the keys matching the glob `match`: the next cursor and the keys."""
+    cursor, found = await cp.client.scan(cursor, match=match, count=count)
+    return int(cursor), [text(k) for k in found]
+
+
+async def documents(cp: Checkpoints, keys_: Sequence[str], *paths: str) -> list[bytes | None]:
+    """JSON.GET of each key (the whole document, or `paths`), pipelined (one round trip): the
+    reply, or None if the key is gone or holds no document."""
+    if not keys_:
+        return []
+    async with cp.client.pipeline(transaction=False) as pipe:
+        for key in keys_:
+            pipe.execute_command("JSON.GET", key, *paths)
+        found = await pipe.execute(raise_on_error=False)
+    return [v if isinstance(v, bytes) else None for v in found]
+
+
+async def delete_keys(cp: Checkpoints, keys_: Sequence[str]) -> tuple[int, int]:
+    """Delete keys (of any family) and, for the archived checkpoint keys among them, their
+    shadow, claim, hold mark and deadline-index entry, pipelined; the checkpoints last (they
+    are what tells a thread's owner: a run cut short leaves them to be found again). Returns
+    (keys deleted, of which archived checkpoints)."""
+    archived = [k for k in keys_ if cp.source.is_checkpoint(k)]
+    others = [k for k in keys_ if not cp.source.is_checkpoint(k)]
+    companions = [c for k in archived for c in (cp.layout.shadow(k), cp.layout.claim(k),
+                                                 cp.layout.held(k))]  # fmt: skip
+    async with cp.client.pipeline(transaction=False) as pipe:
+        for chunk in _chunks(others):
+            pipe.delete(*chunk)
+        for chunk in _chunks(companions):
+            pipe.delete(*chunk)
+        for chunk in _chunks(archived):
+            pipe.zrem(cp.layout.deadlines, *chunk)
+        for chunk in _chunks(archived):
+            pipe.delete(*chunk)
+        replies = await pipe.execute()
+    others_gone = sum(int(r) for r in replies[: len(_chunks(others))])
+    checkpoints_gone = sum(int(r) for r in replies[len(replies) - len(_chunks(archived)) :])
+    return checkpoints_gone + others_gone, checkpoints_gone

@@ -277,6 +277,18 @@ class Settings(BaseSettings):
         ge=1,
     )
 
+    erasure_redis_url: urls.RedisUrl | None = _opt(
+        None,
+        "Redis URL of the erasure's Redis step (unset: ARCHIVER_REDIS_URL). langgraph-redis: a"
+        " user that may delete a thread's keys (archiver-erasure-langgraph, ops/redis-acl.conf).",
+        (*ERASURE_JOB, "erase"),
+    )
+
+    @property
+    def erasure_redis(self) -> str:
+        """The Redis URL the erasure's Redis step connects to."""
+        return self.erasure_redis_url or self.redis_url
+
     @property
     def erasure_secret(self) -> bytes | None:
         """ARCHIVER_ERASURE_KEY as bytes (None: unset)."""

@@ -109,6 +109,8 @@ SHOWN = (
     ("erasure.erase_s", "archiver erase of one customer: seconds in all"),
     ("erasure.steps_s.redis", "start, tombstone and Redis step (SCAN, read all): s"),
     ("erasure.steps_s.postgres", "its PostgreSQL step: seconds"),
+    ("erasure.erase_peak_rss_mb", "archiver erase: peak RSS, MB"),
+    ("erasure.archiver_peak_rss_mb", "archiver run meanwhile: peak RSS, MB"),
     ("erasure.archive_ms.baseline.p99", "archive_ms p99, nothing else running"),
     ("erasure.archive_ms.during_erasure.p99", "archive_ms p99 during the erasure"),
 )

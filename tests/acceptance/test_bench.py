@@ -60,6 +60,8 @@ NUMBERS = {
         "rows",
         "victim_rows",
         "erase_s",
+        "erase_peak_rss_mb",
+        "archiver_peak_rss_mb",
         "archive_ms.baseline.p99",
         "archive_ms.during_erasure.p99",
     ),
