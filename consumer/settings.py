@@ -256,8 +256,8 @@ class Settings(BaseSettings):
     )
     delete_archived: bool = _opt(
         False,
-        "langgraph-redis: delete an archived checkpoint (compare-and-delete) instead of"
-        " leaving it to its own TTL.",
+        "langgraph-redis: delete a thread's keys, all of them, once its latest checkpoint is"
+        " archived and still the latest (compare-and-delete) instead of leaving them to their TTL.",
     )
 
     @field_validator("cold_url")

@@ -9,6 +9,7 @@ from typing import Any
 
 SCENARIOS = (
     "throughput", "naive", "latency", "sweep", "memory", "retention", "cold", "api", "erasure",
+    "langgraph",
 )  # fmt: skip
 
 
@@ -22,6 +23,7 @@ class Config:
     messages: int = 10
     content_chars: int = 200
     throughput_n: int = 50_000
+    langgraph_threads: int = 5_000
     floor_batch: int = 500
     floor_connections: int = 2
     naive_n: int = 5_000
@@ -53,6 +55,7 @@ class Config:
 
 QUICK = {
     "throughput_n": 2_000,
+    "langgraph_threads": 200,
     "naive_n": 300,
     "latency_rate": 200,
     "latency_seconds": 10.0,
@@ -76,6 +79,7 @@ _HELP = {
     "messages": "messages per checkpoint",
     "content_chars": "characters per message content (about)",
     "throughput_n": "throughput: due checkpoints archived by `archiver run`",
+    "langgraph_threads": "langgraph: threads of MESSAGES checkpoints (one message more each)",
     "floor_batch": "floor: checkpoints per COPY + INSERT transaction (as ARCHIVER_BATCH_SIZE)",
     "floor_connections": "floor: concurrent connections (as ARCHIVER_WORKERS)",
     "naive_n": "naive: checkpoints archived the seed's way (a subset of the throughput data)",

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ops.faults import cold, erasure, hooks, retention, surroundings
+from ops.faults import cold, erasure, hooks, langgraph_source, retention, surroundings
 from ops.faults.procs import Proc
 from ops.faults.runner import Run, Scenario, redis_command
 from ops.faults.shapes import HANG_S, MB, due_soon, mix, windows
@@ -380,5 +380,6 @@ SCENARIOS: dict[str, Callable[[bool], Scenario]] = {
     "retention": retention_kills,
     "cold_export": cold_export,
     "erasure_race": erasure_race,
+    "langgraph": langgraph_source.scenario,
     **surroundings.SCENARIOS,
 }
