@@ -116,7 +116,10 @@ async def _seed(
     chosen = size(run.quick)
     shape = seed.Shape(tenants=TENANTS, months=chosen.months, rows=chosen.rows)
     prefix = f"seed{round_}"
-    await seed.load(conn, shape, origin, prefix)
+    # One transaction: the consumer may start re-running an interrupted retention run at any
+    # moment, and a month it dropped between the seed's partition and its COPY failed the run.
+    async with conn.transaction():
+        await seed.load(conn, shape, origin, prefix)
     for c in seed.conversations(shape, origin, prefix):
         for tenant, conversation, key, stamp in c.identities():
             seeded.rows[(tenant, conversation, key)] = stamp
