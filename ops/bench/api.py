@@ -34,8 +34,8 @@ import asyncpg
 
 from consumer import apikeys, queries
 from consumer.api import app
+from consumer.demo import embedded as servers
 from ops import seed
-from tests import servers
 
 from . import probes, procs
 from .common import Context, Result, pg_connection

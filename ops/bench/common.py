@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from tests import servers
+from consumer.demo import embedded as servers
 
 from . import probes, procs, redisload
 from .config import Config

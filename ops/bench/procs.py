@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests import servers
+from consumer.demo import embedded as servers
 
 STOP_TIMEOUT_S = 20.0
 SLOW_STOP_S = 3.0

@@ -13,11 +13,19 @@ producer.py writes them. Three windows, one after the other, each measuring the 
   it: one statement, all rows at once), timed: its rows/s is the reference for the batches;
 * retention: `archiver retention apply` (the one-shot, same code and lease as the job),
   whose report gives the drop and batch phases' durations and rows.
+
+The seeded archive is vacuumed, analyzed and checkpointed before the first window, as an
+archive grown over a year would be: otherwise the baseline measures autovacuum's first pass
+over the freshly loaded rows and the checkpoint writing them out. Meanwhile a sampler reads
+PostgreSQL's WAL position and counts autovacuum workers at work every half second, so each
+window also says how much WAL was written (MB/s) and how much autovacuum ran in it
+(worker-seconds): the two things besides CPU that an archiver's commits wait behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -94,17 +102,64 @@ async def run(ctx: Context) -> Result:
     env = ctx.env("retention", dsn, run_jobs="false")
     log = ctx.folder("retention") / "archiver.log"
     writer = Writer(ctx, cfg.retention_rate)
+    sampler = Sampler(dsn)
     async with procs.archiver_run(env, log) as archiver:
         task = asyncio.create_task(writer.run())
+        sampling = asyncio.create_task(sampler.run())
         try:
             windows = await _windows(ctx, dsn, writer, origin)
         finally:
             writer.stop.set()
+            sampler.stop.set()
             await task
+            await sampling
         await _drain(archiver, dsn, len(writer.due))
     report = windows.pop("report")
     windows |= _phases(ctx.folder("retention") / "apply.log", windows["retention"])
-    return _result(cfg, loaded, load_s, writer, windows, report, log)
+    return _result(cfg, loaded, load_s, writer, windows, report, log) | {
+        "database_by_window": {
+            name: sampler.within(*bounds) for name, bounds in windows.items()
+            if isinstance(bounds, tuple)
+        },
+    }  # fmt: skip
+
+
+SAMPLE_SQL = """
+SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS wal_bytes,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker') AS vacuums
+"""
+SAMPLE_S = 0.5
+
+
+@dataclass(slots=True)
+class Sampler:
+    """PostgreSQL's WAL position and its autovacuum workers at work, every SAMPLE_S."""
+
+    dsn: str
+    samples: list[tuple[float, int, int]] = field(default_factory=list)  # ms, bytes, workers
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        async with pg_connection(self.dsn) as conn:
+            while not self.stop.is_set():
+                row = await conn.fetchrow(SAMPLE_SQL)
+                if row is not None:
+                    now = time.time() * 1000
+                    self.samples.append((now, int(row["wal_bytes"]), row["vacuums"]))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), SAMPLE_S)
+
+    def within(self, start_ms: float, end_ms: float) -> Result:
+        """WAL written (MB/s) and autovacuum worker-seconds between two moments."""
+        inside = [x for x in self.samples if start_ms <= x[0] <= end_ms]
+        if len(inside) < 2:
+            return {"wal_mb_per_s": None, "autovacuum_worker_s": None}
+        seconds = (inside[-1][0] - inside[0][0]) / 1000
+        wal_mb = (inside[-1][1] - inside[0][1]) / 1e6
+        return {
+            "wal_mb_per_s": round(wal_mb / seconds, 2) if seconds else None,
+            "autovacuum_worker_s": round(sum(x[2] for x in inside[1:]) * SAMPLE_S, 1),
+        }
 
 
 async def _seed(dsn: str, rows: int) -> tuple[int, float, datetime]:
@@ -113,8 +168,9 @@ async def _seed(dsn: str, rows: int) -> tuple[int, float, datetime]:
         started = time.monotonic()
         shape = seed.Shape(tenants=TENANTS, months=MONTHS, rows=rows)
         loaded = await seed.load(conn, shape, origin, prefix="hist")
-        await conn.execute("ANALYZE conversation_history")
-        await conn.execute("ANALYZE conversations")
+        await conn.execute("VACUUM (ANALYZE) conversation_history", timeout=3600)
+        await conn.execute("VACUUM (ANALYZE) conversations", timeout=3600)
+        await conn.execute("CHECKPOINT", timeout=3600)
         for tenant, days in KEEP_DAYS.items():
             await policies.put(conn, policies.Policy(tenant, timedelta(days=days), "delete"))
     return loaded.total, round(time.monotonic() - started, 1), origin

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from tests import servers
+from consumer.demo import embedded as servers
 
 TEMPLATE = "bench_template"
 # As the project's redis.conf for production, less persistence (the tests' servers have none).

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests import servers
+from consumer.demo import embedded as servers
 
 TEMPLATE = "faults_template"
 PG_SETTINGS = {

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from consumer import keys, producer
+from consumer.demo import embedded as servers
 from ops import redisacl
 from ops.faults import checker
 from ops.faults.cluster import Cluster
@@ -25,7 +26,6 @@ from ops.faults.ledger import Ledger
 from ops.faults.observer import Observer
 from ops.faults.procs import Fleet
 from ops.faults.workload import Mix, Writer, flood, retrying
-from tests import servers
 
 Inject = Callable[["Run"], Awaitable[None]]
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
-from consumer import jobs, periodic, policies, retention
+from consumer import jobs, model, partitions, periodic, policies, retention, store
 from consumer.cold import query, records, storage
 from ops import seed
 from tests.conftest import MakeSettings
@@ -119,3 +120,115 @@ async def test_the_cold_job_exports_months_past_export_policies_only(
         assert end.replace(day=1) <= cutoff.astimezone(UTC)
     again = await run_job(pool, make_settings, "cold", cold_url=url)
     assert again["exported"] == 0 and again["unchanged"] == counts["exported"]
+
+
+# --- a row archived into a month while retention releases it -------------------------------------
+
+
+async def archive(database_url: str, checkpoint: model.Checkpoint) -> None:
+    """Through the archive path (its own pool, as `archiver run` has)."""
+    writer = await store.connect(database_url, command_timeout=30)
+    try:
+        await store.Store(writer).write([checkpoint], [])
+    finally:
+        await writer.close()
+
+
+def late_checkpoint(moment: datetime, n: int) -> model.Checkpoint:
+    message = model.Message(f"late-{n}", "user", "late", moment, {})
+    return model.Checkpoint(f"late-src-{n}", f"late-conv-{n}", "acme", None, None, (message,))
+
+
+async def exported_acme(db: asyncpg.Connection, url: str, make_settings: MakeSettings,
+                        pool: asyncpg.Pool) -> list[str]:  # fmt: skip
+    """acme `export` (globex has no policy: acme's months go by batched deletes); acme's past
+    months exported and verified by the cold job. Returns them."""
+    now: datetime = await db.fetchval("SELECT now()")
+    await seed.load(db, SHAPE, now)
+    await policies.put(db, policies.Policy("acme", timedelta(days=45), "export"))
+    exported = await run_job(pool, make_settings, "cold", cold_url=url)
+    months = sorted({i["month"] for i in exported["items"]})
+    assert months and exported["failed_verify"] == 0
+    return months
+
+
+async def test_a_row_archived_after_the_plan_keeps_its_month(
+    db: asyncpg.Connection, pool: asyncpg.Pool, make_settings: MakeSettings, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, database_url: str,
+) -> None:  # fmt: skip
+    url = f"file://{tmp_path}/cold"
+    months = await exported_acme(db, url, make_settings, pool)
+    late = datetime.fromisoformat(f"{months[0]}-03T00:00:00+00:00")
+    real_plan = retention.plan
+
+    async def plan_then_late_row(*args: Any) -> retention.Plan:
+        found = await real_plan(*args)  # the gate saw every month covered
+        await archive(database_url, late_checkpoint(late, 1))
+        return found
+
+    monkeypatch.setattr(retention, "plan", plan_then_late_row)
+    counts = await run_job(pool, make_settings, "retention", cold_url=url)
+    left = await rows_by_month(db, "acme")
+    assert months[0] in left  # the late row and its month's rows stay: no copy covers them
+    assert all(m not in left for m in months[1:])  # the others went
+    kept = [i for i in counts["items"] if i["action"] == "keep" and i["month"] == months[0]]
+    assert kept and "rows changed since its cold copy" in kept[0]["reason"]
+    assert await db.fetchval(
+        "SELECT count(*) FROM conversation_history WHERE message_key = 'late-1'"
+    )
+
+
+async def test_a_row_archived_during_the_deletes_stops_them(
+    db: asyncpg.Connection, pool: asyncpg.Pool, make_settings: MakeSettings, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, database_url: str,
+) -> None:  # fmt: skip
+    url = f"file://{tmp_path}/cold"
+    months = await exported_acme(db, url, make_settings, pool)
+    before = await rows_by_month(db, "acme")
+    late = datetime.fromisoformat(f"{months[0]}-28T00:00:00+00:00")  # after the first batches
+    real_paced = retention._Run._paced
+    written: list[int] = []
+
+    async def paced_then_late_row(self: Any, started: float) -> None:
+        if not written:  # after the first batch of the first released month
+            written.append(1)
+            await archive(database_url, late_checkpoint(late, 2))
+        await real_paced(self, started)
+
+    monkeypatch.setattr(retention._Run, "_paced", paced_then_late_row)
+    counts = await run_job(pool, make_settings, "retention", cold_url=url, retention_batch="5")
+    assert written
+    assert await db.fetchval(
+        "SELECT count(*) FROM conversation_history WHERE message_key = 'late-2'"
+    )
+    kept = [i for i in counts["items"] if i["action"] == "keep" and i["month"] == months[0]]
+    assert kept and kept[0]["reason"] == retention.LATE
+    assert not await db.fetchval("SELECT count(*) FROM retention_releases")
+    # the next run exports the month again (the late row with it) before deleting it
+    await run_job(pool, make_settings, "retention", cold_url=url)
+    assert months[0] not in await rows_by_month(db, "acme")
+    assert cold_count(url, "acme")[months[0]] == before[months[0]] + 1
+
+
+async def test_a_row_archived_before_a_drop_keeps_the_partition(
+    db: asyncpg.Connection, pool: asyncpg.Pool, make_settings: MakeSettings, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, database_url: str,
+) -> None:  # fmt: skip
+    url = f"file://{tmp_path}/cold"
+    months = await exported_acme(db, url, make_settings, pool)
+    await policies.put(db, policies.Policy("globex", timedelta(days=45), "delete"))
+    late = datetime.fromisoformat(f"{months[0]}-03T00:00:00+00:00")
+    real_drop = partitions.Dropper.drop
+
+    async def late_row_then_drop(self: Any, month: Any, allowed: Any) -> str:
+        if month.month.strftime("%Y-%m") == months[0]:  # released and confirmed by now
+            await archive(database_url, late_checkpoint(late, 3))
+        return await real_drop(self, month, allowed)
+
+    monkeypatch.setattr(partitions.Dropper, "drop", late_row_then_drop)
+    counts = await run_job(pool, make_settings, "retention", cold_url=url)
+    assert counts["partitions_postponed"] == ["conversation_history_" + months[0].replace("-", "_")]
+    assert await db.fetchval(
+        "SELECT count(*) FROM conversation_history WHERE message_key = 'late-3'"
+    )
+    assert "globex" not in {i["tenant"] for i in counts["items"] if i["action"] == "keep"}

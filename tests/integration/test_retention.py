@@ -258,10 +258,12 @@ class VerifiedEverything:
         return None
 
 
-async def test_export_deletes_the_months_the_gate_releases(
+async def test_export_keeps_what_the_database_cannot_confirm_whatever_the_gate_says(
     db: asyncpg.Connection, pool: asyncpg.Pool, make_settings: MakeSettings
 ) -> None:
-    await seeded(db)
+    """A gate that says every month is covered, with no cold copy behind it: PostgreSQL's
+    release (sql/0012) refuses, so nothing goes (test_cold_lifecycle has the real gate)."""
+    loaded = await seeded(db)
     await set_policy(db, None, 60, "export")
     gate = VerifiedEverything()
     s = make_settings()
@@ -269,11 +271,18 @@ async def test_export_deletes_the_months_the_gate_releases(
     outcome = await jobs.Runner(pool, s).run(job)
     assert outcome is not None and outcome.status == "ok", outcome
     assert gate.asked and all(rows > 0 for _, _, rows in gate.asked)
-    cutoff = datetime.fromisoformat(str(outcome.counts["started_at"])) - 60 * DAY
-    # whole months only: the month holding the cutoff stays until it is wholly past
-    assert min((await oldest(db)).values()) >= partitions.month_start(cutoff)
-    assert outcome.counts["rows_dropped"] > 0
-    await conversations_consistent(db)
+    assert outcome.counts["rows_dropped"] == outcome.counts["rows_deleted"] == 0
+    assert sum((await counts(db)).values()) == loaded.total
+    kept = [i for i in outcome.counts["items"] if i["action"] == "keep"]
+    assert {i["reason"] for i in kept} == {
+        "export: no verified cold copy",  # months wholly past the keep period
+        "export: waits until the whole month is past its keep period",
+    }
+    assert not await db.fetchval("SELECT count(*) FROM retention_releases")  # all closed
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="through a release"):
+        await db.fetch(
+            "SELECT * FROM archiver_retention_delete('acme', '-infinity', 'infinity', 10)"
+        )
 
 
 # --- dry run -------------------------------------------------------------------------------------
@@ -528,14 +537,18 @@ async def test_retention_functions_run_as_the_owner_with_a_fixed_search_path(
         " FROM pg_proc WHERE proname LIKE 'archiver_retention_%' OR proname = 'archiver_drop_partition'"
     )
     found = {r["proname"]: r for r in rows}
-    assert set(found) == {"archiver_retention_cutoff", "archiver_retention_delete",
-                          "archiver_retention_settle", "archiver_drop_partition"}  # fmt: skip
+    helpers = {"archiver_retention_cutoff", "archiver_retention_exports",
+               "archiver_retention_released"}  # fmt: skip
+    internal = {"archiver_retention_delete_span"}  # only through the two deletes below
+    assert set(found) == helpers | internal | {
+        "archiver_retention_delete", "archiver_retention_delete_released",
+        "archiver_retention_settle", "archiver_drop_partition"}  # fmt: skip
     for name, r in found.items():
         assert r["owner"] == servers.PG_OWNER, name
         assert r["proconfig"] == ["search_path=pg_catalog, public, pg_temp"], name
         assert r["public"] is False, name
-        assert r["prosecdef"] == (name != "archiver_retention_cutoff"), name
-        assert r["writer"] == (name != "archiver_retention_cutoff"), name
+        assert r["prosecdef"] == (name not in helpers), name
+        assert r["writer"] == (name not in helpers | internal), name
 
 
 # --- the archive path and expired messages -------------------------------------------------------
