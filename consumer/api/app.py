@@ -43,14 +43,19 @@ class Config:
     erasure_key: bytes | None = field(default=None, repr=False)  # ARCHIVER_ERASURE_KEY
 
 
+async def open_pool(config: Config) -> asyncpg.Pool:
+    """The API's connections: opened on demand, up to `pool_size`."""
+    return await asyncpg.create_pool(
+        config.database_url, min_size=0, max_size=config.pool_size,
+        command_timeout=config.timeout, timeout=config.timeout,
+        server_settings=SERVER_SETTINGS, reset=_as_it_is,
+    )  # fmt: skip
+
+
 def create(config: Config) -> FastAPI:
     @asynccontextmanager
     async def lifespan(application: FastAPI) -> AsyncIterator[None]:
-        application.state.pool = await asyncpg.create_pool(
-            config.database_url, min_size=0, max_size=config.pool_size,
-            command_timeout=config.timeout, timeout=config.timeout,
-            server_settings=SERVER_SETTINGS, reset=_as_it_is,
-        )  # fmt: skip
+        application.state.pool = await open_pool(config)
         try:
             yield
         finally:
