@@ -11,9 +11,10 @@ closes any connection that has not sent a complete request head within the idle 
 before its first request and also when it trickles a byte at a time (as the consumer's aiohttp
 server does, consumer/web.py).
 
-HTTP is parsed by httptools and the event loop is uvloop (both C): in a profile of a request
-sequence, h11 took about a fifth of the server's CPU, and uvloop alone cut its instructions per
-request by 17% (callgrind; README, History API)."""
+HTTP is parsed by httptools and the event loop is uvloop (both C; uvloop is not on Windows,
+where asyncio's loop serves): in a profile of a request sequence, h11 took about a fifth of the
+server's CPU, and uvloop alone cut its instructions per request by 17% (callgrind; README,
+History API)."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def uvicorn_config(config: app.Config, listen: Listen) -> uvicorn.Config:
     return uvicorn.Config(
         app.create(config), host=listen.host, port=listen.port, http=GuardedHttpToolsProtocol,
         timeout_keep_alive=max(1, round(listen.idle_timeout)), access_log=False,
-        log_config=None, lifespan="on", server_header=False, loop="uvloop",
+        log_config=None, lifespan="on", server_header=False, loop="auto",  # uvloop where installed
     )  # fmt: skip
 
 
