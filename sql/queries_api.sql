@@ -54,24 +54,19 @@ SELECT 1;
 
 -- name: api_conversations_page
 -- Newest first by start, keyset-paginated on (started_at, conversation_id); message counts for
--- the page's rows only, from what the archive holds now. Each row also carries the tenant's
--- cold months within the window (api_cold_months, computed once: an uncorrelated subquery),
--- which spares the request a round trip.
+-- the page's rows only, from what the archive holds now. Each row also says whether the tenant
+-- has any verified export within the window (maybe_cold: an uncorrelated subquery, computed
+-- once and cheap to plan); only then does the request ask api_cold_months which months are
+-- cold, so that most requests spare that round trip and its planning.
 SELECT p.*,
        (SELECT count(*) FROM conversation_history h
         WHERE h.tenant_id = $1 AND h.conversation_id = p.conversation_id) AS message_count,
-       ARRAY(
-           SELECT to_char(a.month, 'YYYY-MM') FROM archived_partitions a
+       EXISTS (
+           SELECT 1 FROM archived_partitions a
            WHERE a.table_name = 'conversation_history' AND a.tenant_id = $1 AND a.is_current
              AND a.verified_at IS NOT NULL
              AND ($4::timestamptz IS NULL OR (a.month + interval '1 month')::timestamp AT TIME ZONE 'UTC' > $4)
-             AND ($5::timestamptz IS NULL OR a.month::timestamp AT TIME ZONE 'UTC' < $5)
-             AND NOT EXISTS (
-                 SELECT 1 FROM conversation_history h
-                 WHERE h.tenant_id = a.tenant_id
-                   AND h."timestamp" >= a.month::timestamp AT TIME ZONE 'UTC'
-                   AND h."timestamp" < (a.month + interval '1 month')::timestamp AT TIME ZONE 'UTC')
-           ORDER BY a.month) AS cold_months
+             AND ($5::timestamptz IS NULL OR a.month::timestamp AT TIME ZONE 'UTC' < $5)) AS maybe_cold
 FROM (
     SELECT conversation_id, customer_id, user_id, started_at, ended_at
     FROM conversations
@@ -89,18 +84,12 @@ ORDER BY p.started_at DESC, p.conversation_id DESC;
 
 -- name: api_conversation_messages_page
 -- A conversation's messages in order, keyset-paginated on ("timestamp", id); each row also
--- carries the tenant's cold months (as api_conversations_page does).
+-- says whether the tenant has any verified export (maybe_cold, as api_conversations_page).
 SELECT id, "timestamp", message_role, message_content, metadata,
-       ARRAY(
-           SELECT to_char(a.month, 'YYYY-MM') FROM archived_partitions a
+       EXISTS (
+           SELECT 1 FROM archived_partitions a
            WHERE a.table_name = 'conversation_history' AND a.tenant_id = $1 AND a.is_current
-             AND a.verified_at IS NOT NULL
-             AND NOT EXISTS (
-                 SELECT 1 FROM conversation_history h
-                 WHERE h.tenant_id = a.tenant_id
-                   AND h."timestamp" >= a.month::timestamp AT TIME ZONE 'UTC'
-                   AND h."timestamp" < (a.month + interval '1 month')::timestamp AT TIME ZONE 'UTC')
-           ORDER BY a.month) AS cold_months
+             AND a.verified_at IS NOT NULL) AS maybe_cold
 FROM conversation_history
 WHERE tenant_id = $1 AND conversation_id = $2
   AND ($3::timestamptz IS NULL OR ("timestamp", id) > ($3, $4::bigint))
@@ -112,20 +101,15 @@ SELECT EXISTS (SELECT 1 FROM conversations WHERE tenant_id = $1 AND conversation
 
 -- name: api_customer_messages_page
 -- A customer's messages across conversations, in order, keyset-paginated on ("timestamp", id);
--- each row also carries the tenant's cold months within the window (as api_conversations_page).
+-- each row also says whether the tenant has a verified export in the window (maybe_cold, as
+-- api_conversations_page).
 SELECT id, conversation_id, user_id, "timestamp", message_role, message_content, metadata,
-       ARRAY(
-           SELECT to_char(a.month, 'YYYY-MM') FROM archived_partitions a
+       EXISTS (
+           SELECT 1 FROM archived_partitions a
            WHERE a.table_name = 'conversation_history' AND a.tenant_id = $1 AND a.is_current
              AND a.verified_at IS NOT NULL
              AND ($3::timestamptz IS NULL OR (a.month + interval '1 month')::timestamp AT TIME ZONE 'UTC' > $3)
-             AND ($4::timestamptz IS NULL OR a.month::timestamp AT TIME ZONE 'UTC' < $4)
-             AND NOT EXISTS (
-                 SELECT 1 FROM conversation_history h
-                 WHERE h.tenant_id = a.tenant_id
-                   AND h."timestamp" >= a.month::timestamp AT TIME ZONE 'UTC'
-                   AND h."timestamp" < (a.month + interval '1 month')::timestamp AT TIME ZONE 'UTC')
-           ORDER BY a.month) AS cold_months
+             AND ($4::timestamptz IS NULL OR a.month::timestamp AT TIME ZONE 'UTC' < $4)) AS maybe_cold
 FROM conversation_history
 WHERE tenant_id = $1 AND customer_id = $2
   AND ($3::timestamptz IS NULL OR "timestamp" >= $3)
@@ -162,8 +146,8 @@ FROM (SELECT 1) one LEFT JOIN firsts f ON true LEFT JOIN lasts l ON true;
 -- name: api_cold_months
 -- The tenant's months (YYYY-MM) whose history is only in the cold tier: a current, verified
 -- export, and no row of the tenant left in the warm archive for that month; within the
--- request's window when it has one. The page queries carry the same list in a column (keep
--- them alike); this one answers when a page is empty.
+-- request's window when it has one. Asked only when a page's maybe_cold says there may be
+-- some (the same filters on archived_partitions: keep them alike), or the page is empty.
 SELECT to_char(a.month, 'YYYY-MM') AS month
 FROM archived_partitions a
 WHERE a.table_name = 'conversation_history' AND a.tenant_id = $1 AND a.is_current

@@ -101,9 +101,10 @@ async def cold_months(
 ) -> list[str]:
     """The tenant's months (YYYY-MM) whose history has moved to the cold tier: older history
     of the subject asked about may be there (the warm archive no longer holds those months).
-    A page's rows carry them (column cold_months); an empty page asks for them."""
-    if rows:
-        return list(rows[0]["cold_months"])
+    Asked only if the page's rows say the tenant has verified exports in the window
+    (maybe_cold), or the page is empty."""
+    if rows and not rows[0]["maybe_cold"]:
+        return []
     found = await s.conn.fetch(queries.get("api_cold_months"), s.tenant, window.since, window.until)
     return [row["month"] for row in found]
 
@@ -123,7 +124,7 @@ CONVERSATIONS = "api-conversations"
 
 def _conversation(row: asyncpg.Record) -> dict[str, Any]:
     item = dict(row)
-    del item["cold_months"]
+    del item["maybe_cold"]
     return item
 
 
@@ -156,7 +157,7 @@ def _message(row: asyncpg.Record) -> dict[str, Any]:
     item["role"] = item.pop("message_role")
     item["content"] = item.pop("message_content")
     item["metadata"] = orjson.Fragment(item["metadata"])  # jsonb as PostgreSQL wrote it
-    del item["cold_months"]
+    del item["maybe_cold"]
     return item
 
 
