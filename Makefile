@@ -65,7 +65,7 @@ acceptance: install servers
 	$(BIN)/pytest -n $(WORKERS) tests/acceptance
 
 demo: install servers
-	$(BIN)/archiver demo
+	$(BIN)/archiver demo $(DEMO_ARGS)
 
 bench: install servers
 	$(BIN)/python -m ops.bench $(BENCH_ARGS)

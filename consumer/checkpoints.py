@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from consumer import keys, model, sources
+from consumer.sources import langgraph_redis
 
 Redis = aioredis.Redis
 
@@ -86,7 +87,7 @@ class Oversized(NamedTuple):
 
 SCRIPTS = (
     "claim", "finish", "arm", "hold", "release", "renew", "take_due", "classify", "schedule",
-    "stamp_sweep", "sweep_age",
+    "stamp_sweep", "sweep_age", "delete_thread",
 )  # fmt: skip
 CHUNK = 500  # checkpoints per script call: bounds how long one call blocks Redis
 READ_CHUNK = 4 * 1024 * 1024  # bytes per GETRANGE when an oversized value is digested
@@ -179,7 +180,76 @@ class Checkpoints:
             batches.append((keys_, args))
         replies = await self._run("finish", batches) if done else []
         await self.unschedule([key for (key, _), r in zip(done, replies, strict=True) if r != 0])
-        return [Finished(key, int(r)) for (key, _), r in zip(done, replies, strict=True)]
+        finished = [Finished(key, int(r)) for (key, _), r in zip(done, replies, strict=True)]
+        await self.delete_threads(
+            [(key, mark) for (key, mark), f in zip(done, finished, strict=True) if f.result == 1]
+        )
+        return finished
+
+    async def delete_threads(self, archived: Sequence[tuple[str, Fingerprint]]) -> dict[str, int]:
+        """Delete the whole thread of each archived checkpoint its source deletes with its thread
+        (consumer/lua/delete_thread.lua), if it is its thread's latest: key -> 1 deleted, 0 moved
+        on (kept: the new latest deletes it), 2 another root checkpoint is not archived yet or
+        3 it changed since (kept, archived and tried again in a claim lease), -1 gone."""
+        threads = {k: t for k, _ in archived if (t := self.source.thread_of(k)) is not None}
+        latest = set(await self._still_latest(threads)) if threads else set()
+        wanted = {k: (threads[k], mark) for k, mark in archived if k in latest}
+        if not wanted:
+            return {}
+        listed = await self._thread_keys([t for t, _ in wanted.values()])
+        results = {}
+        for (key, (thread, mark)), (found, writes) in zip(wanted.items(), listed, strict=True):
+            results[key] = await self._delete_thread(key, thread, mark, found, writes)
+        return results
+
+    async def _thread_keys(
+        self, threads: Sequence[langgraph_redis.ThreadOf]
+    ) -> list[tuple[list[str] | None, list[str]]]:
+        """Per thread: the keys its indexes list (None if they could not list them all: an
+        index missing, or more than THREAD_KEYS_MAX keys; that thread is kept), and the
+        members of the archived checkpoint's write index."""
+        limit = langgraph_redis.THREAD_KEYS_MAX
+        async with self.client.pipeline(transaction=False) as pipe:
+            for thread in threads:
+                for index in langgraph_redis.INDEXES:
+                    pipe.execute_command(
+                        "FT.SEARCH", index, thread.query, "NOCONTENT", "LIMIT", 0, limit,
+                        "DIALECT", 2,
+                    )  # fmt: skip
+                pipe.zrange(thread.writes_index, 0, -1)
+            replies = await pipe.execute(raise_on_error=False)
+        per = len(langgraph_redis.INDEXES) + 1
+        listed = []
+        for at in range(0, len(replies), per):
+            searched = [_search_keys(r) for r in replies[at : at + per - 1]]
+            found = [k for r in searched for k in r or ()] if None not in searched else None
+            members = replies[at + per - 1]
+            if isinstance(members, Exception):
+                raise members
+            listed.append((found, [text(m) for m in members]))
+        return listed
+
+    async def _delete_thread(
+        self, key: str, thread: langgraph_redis.ThreadOf, mark: Fingerprint,
+        found: list[str] | None, writes: list[str],
+    ) -> int:  # fmt: skip
+        if found is None or mark.head > 0:  # not listed whole, or an oversized value compared
+            return 0  # by its head only: left to its TTL
+        roots, others = thread.keys(found)
+        roots = list(dict.fromkeys([key, *roots]))
+        layout, keys_ = self.layout, [key, thread.latest or key, thread.writes_index]
+        for root in roots:
+            keys_ += [root, layout.shadow(root)]
+        keys_ += [k for root in roots for k in (layout.claim(root), layout.held(root))]
+        keys_ += list(dict.fromkeys([*others, *writes]))
+        retry_ms = self.timing.lease_ms
+        args: list[str | int] = [mark.sha1, len(writes), len(roots), retry_ms]
+        result = int(await self.script("delete_thread")(keys=keys_, args=args))
+        if result == 1:
+            await self.unschedule(roots)
+        elif result in (2, 3):
+            await self.schedule({key: retry_ms})
+        return result
 
     async def arm(self, checkpoint_keys: Sequence[str]) -> dict[str, int]:
         """(Re)create shadows from remaining TTLs and index their deadlines: key -> shadow ms
@@ -381,6 +451,20 @@ _STATUSES: dict[bytes | str, model.ClaimStatus] = {
 }  # what claim.lua replies, as bytes (or str, on a client that decodes): a dict is 5x an Enum call
 
 
+def _search_keys(reply: Any) -> list[str] | None:
+    """The keys of an FT.SEARCH ... NOCONTENT reply (RESP2: [total, key...]; RESP3: a map),
+    or None if they are not all of them, or it failed (no such index)."""
+    if isinstance(reply, Exception):
+        return None
+    if isinstance(reply, dict):
+        total = reply.get(b"total_results", reply.get("total_results"))
+        results = reply.get(b"results", reply.get("results")) or []
+        found = [text(r.get(b"id", r.get("id"))) for r in results]
+    else:
+        total, found = reply[0], [text(k) for k in reply[1:]]
+    return found if int(total or 0) == len(found) else None
+
+
 def _claim_of(key: str, reply: Any) -> model.Claim:
     if isinstance(reply, Exception):
         return model.Claim(key, model.ClaimStatus.ERROR, error=str(reply))
@@ -455,3 +539,49 @@ def _script(cp: Checkpoints, name: str) -> AsyncScript:
     if name not in cp._scripts:
         cp._scripts[name] = cp.client.register_script(lua(name))
     return cp._scripts[name]
+
+
+# --- erasure of the langgraph-redis source (consumer/erasure/langgraph_side.py): SCAN pages of
+# any pattern, documents read with JSON.GET, a thread's keys deleted with their companions ---
+
+
+async def scan_keys(cp: Checkpoints, cursor: int, match: str, count: int) -> tuple[int, list[str]]:
+    """One SCAN page of the keys matching the glob `match`: the next cursor and the keys."""
+    cursor, found = await cp.client.scan(cursor, match=match, count=count)
+    return int(cursor), [text(k) for k in found]
+
+
+async def documents(cp: Checkpoints, keys_: Sequence[str], *paths: str) -> list[bytes | None]:
+    """JSON.GET of each key (the whole document, or `paths`), pipelined (one round trip): the
+    reply, or None if the key is gone or holds no document."""
+    if not keys_:
+        return []
+    async with cp.client.pipeline(transaction=False) as pipe:
+        for key in keys_:
+            pipe.execute_command("JSON.GET", key, *paths)
+        found = await pipe.execute(raise_on_error=False)
+    return [v if isinstance(v, bytes) else None for v in found]
+
+
+async def delete_keys(cp: Checkpoints, keys_: Sequence[str]) -> tuple[int, int]:
+    """Delete keys (of any family) and, for the archived checkpoint keys among them, their
+    shadow, claim, hold mark and deadline-index entry, pipelined; the checkpoints last (they
+    are what tells a thread's owner: a run cut short leaves them to be found again). Returns
+    (keys deleted, of which archived checkpoints)."""
+    archived = [k for k in keys_ if cp.source.is_checkpoint(k)]
+    others = [k for k in keys_ if not cp.source.is_checkpoint(k)]
+    companions = [c for k in archived for c in (cp.layout.shadow(k), cp.layout.claim(k),
+                                                 cp.layout.held(k))]  # fmt: skip
+    async with cp.client.pipeline(transaction=False) as pipe:
+        for chunk in _chunks(others):
+            pipe.delete(*chunk)
+        for chunk in _chunks(companions):
+            pipe.delete(*chunk)
+        for chunk in _chunks(archived):
+            pipe.zrem(cp.layout.deadlines, *chunk)
+        for chunk in _chunks(archived):
+            pipe.delete(*chunk)
+        replies = await pipe.execute()
+    others_gone = sum(int(r) for r in replies[: len(_chunks(others))])
+    checkpoints_gone = sum(int(r) for r in replies[len(replies) - len(_chunks(archived)) :])
+    return checkpoints_gone + others_gone, checkpoints_gone

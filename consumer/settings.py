@@ -227,6 +227,14 @@ class Settings(BaseSettings):
         COLD,
         ge=1024 * 1024,
     )
+    cold_format: Literal["parquet", "jsonl"] = _opt(
+        "parquet",
+        "Format of new cold tier files: parquet (zstd) or jsonl (JSON lines, one object per row).",
+        COLD,
+    )
+    cold_compression: Literal["zstd", "gzip"] = _opt(
+        "zstd", "Compression of jsonl cold tier files: zstd or gzip (Parquet is always zstd).", COLD
+    )
 
     # --- sources (consumer/sources/)
     source: Literal["seed-json", "langgraph-redis"] = _opt(
@@ -248,8 +256,8 @@ class Settings(BaseSettings):
     )
     delete_archived: bool = _opt(
         False,
-        "langgraph-redis: delete an archived checkpoint (compare-and-delete) instead of"
-        " leaving it to its own TTL.",
+        "langgraph-redis: delete a thread's keys, all of them, once its latest checkpoint is"
+        " archived and still the latest (compare-and-delete) instead of leaving them to their TTL.",
     )
 
     @field_validator("cold_url")
@@ -276,6 +284,18 @@ class Settings(BaseSettings):
         (*ERASURE_JOB, "erase"),
         ge=1,
     )
+
+    erasure_redis_url: urls.RedisUrl | None = _opt(
+        None,
+        "Redis URL of the erasure's Redis step (unset: ARCHIVER_REDIS_URL). langgraph-redis: a"
+        " user that may delete a thread's keys (archiver-erasure-langgraph, ops/redis-acl.conf).",
+        (*ERASURE_JOB, "erase"),
+    )
+
+    @property
+    def erasure_redis(self) -> str:
+        """The Redis URL the erasure's Redis step connects to."""
+        return self.erasure_redis_url or self.redis_url
 
     @property
     def erasure_secret(self) -> bytes | None:
@@ -306,6 +326,15 @@ class Settings(BaseSettings):
     def _check_windows(self) -> Settings:
         for problem in window_problems(self):
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _check_cold_format(self) -> Settings:
+        if self.cold_format == "parquet" and self.cold_compression != "zstd":
+            raise ValueError(
+                "ARCHIVER_COLD_COMPRESSION=gzip is for ARCHIVER_COLD_FORMAT=jsonl"
+                " (Parquet files are zstd)"
+            )
         return self
 
     @property

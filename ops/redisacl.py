@@ -11,6 +11,8 @@ ACL_FILE = Path(__file__).with_name("redis-acl.conf")
 PLACEHOLDER = "#REPLACE_WITH_SHA256_OF_THE_PASSWORD"
 USER = "archiver"
 LANGGRAPH_USER = "archiver-langgraph"  # ARCHIVER_SOURCE=langgraph-redis
+LANGGRAPH_DELETE_USER = "archiver-langgraph-delete"  # ... with ARCHIVER_DELETE_ARCHIVED=1
+ERASURE_LANGGRAPH_USER = "archiver-erasure-langgraph"  # its erasure (ARCHIVER_ERASURE_REDIS_URL)
 
 
 def user_line(password: str, user: str = USER) -> str:

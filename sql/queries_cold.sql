@@ -44,9 +44,10 @@ WHERE table_name = 'conversation_history' AND tenant_id = $1 AND month = $2 AND 
 
 -- name: cold_record
 INSERT INTO archived_partitions (
-    tenant_id, month, version, export_id, archive_path, manifest_path, format, files,
-    row_count, compressed_size, sha256, content_digest, min_timestamp, max_timestamp)
-VALUES ($1, $2, $3, $4, $5, $6, 'parquet', $7, $8, $9, $10, $11, $12, $13)
+    tenant_id, month, version, export_id, archive_path, manifest_path, files,
+    row_count, compressed_size, sha256, content_digest, min_timestamp, max_timestamp,
+    format, compression)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 RETURNING *;
 
 -- name: cold_list
@@ -129,3 +130,11 @@ FROM unnest($1::text[]) AS t(tenant_id)
 LEFT JOIN retention_policies tp ON tp.scope = 'tenant' AND tp.tenant_id = t.tenant_id
 LEFT JOIN retention_policies dp ON dp.scope = 'default' AND dp.tenant_id = ''
 WHERE coalesce(tp.then_action, dp.then_action) = 'export';
+
+-- name: cold_query_view
+-- DuckDB (consumer/cold/query.py): the cold tier's rows in every format as one view; the two
+-- sources have the same columns (the files' and tenant_id, month from the path).
+CREATE VIEW conversation_history AS
+SELECT * FROM archiver_cold_parquet
+UNION ALL BY NAME
+SELECT * FROM archiver_cold_jsonl

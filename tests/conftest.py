@@ -174,7 +174,12 @@ STACK_NOTIFICATIONS = "Exgd"
 
 @pytest.fixture(scope="session")
 def stack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.RedisServer]:
-    acl = [redisacl.user_line(REDIS_PASSWORD, redisacl.LANGGRAPH_USER)]
+    users = (
+        redisacl.LANGGRAPH_USER,
+        redisacl.LANGGRAPH_DELETE_USER,
+        redisacl.ERASURE_LANGGRAPH_USER,
+    )
+    acl = [redisacl.user_line(REDIS_PASSWORD, user) for user in users]
     with servers.redis_stack(tmp_path_factory.mktemp("stack"), extra_config=acl) as server:
         yield server
 
@@ -193,3 +198,15 @@ async def stack_admin_url(stack_server: servers.RedisServer) -> str:
 def stack_url(stack_server: servers.RedisServer, stack_admin_url: str) -> str:
     """The same Redis Stack as the langgraph-redis source's ACL user (ops/redis-acl.conf)."""
     return redisacl.url(stack_server.port, REDIS_PASSWORD, user=redisacl.LANGGRAPH_USER)
+
+
+@pytest.fixture
+def stack_delete_url(stack_server: servers.RedisServer, stack_admin_url: str) -> str:
+    """The same Redis Stack as the user of ARCHIVER_DELETE_ARCHIVED=1 (ops/redis-acl.conf)."""
+    return redisacl.url(stack_server.port, REDIS_PASSWORD, user=redisacl.LANGGRAPH_DELETE_USER)
+
+
+@pytest.fixture
+def stack_erasure_url(stack_server: servers.RedisServer, stack_admin_url: str) -> str:
+    """The same Redis Stack as the langgraph-redis erasure's ACL user (ops/redis-acl.conf)."""
+    return redisacl.url(stack_server.port, REDIS_PASSWORD, user=redisacl.ERASURE_LANGGRAPH_USER)

@@ -47,8 +47,9 @@ def _month(value: str | None) -> date | None:
 
 @app.main.group("cold")
 def cold_group() -> None:
-    """The cold tier: months of conversation_history as Parquet files on a local volume or S3
-    (ARCHIVER_COLD_URL), verified, restorable, queryable in place with DuckDB."""
+    """The cold tier: months of conversation_history as Parquet or JSON lines files
+    (ARCHIVER_COLD_FORMAT) on a local volume or S3 (ARCHIVER_COLD_URL), verified, restorable,
+    queryable in place with DuckDB."""
 
 
 @cold_group.command("export")
@@ -144,7 +145,8 @@ def cold_ls_command(
     tenant: str | None, month: str | None, all_versions: bool, out: terminal.Output,
     **values: Any,
 ) -> None:  # fmt: skip
-    """The exported months (archived_partitions): rows, size, when exported and verified."""
+    """The exported months (archived_partitions): format, rows, size, when exported and
+    verified."""
     s = app.load_settings(values)
     wanted = _month(month)
     found = app.run_db(s, lambda conn: records.listing(conn, tenant, wanted, all_versions))

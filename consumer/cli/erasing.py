@@ -41,7 +41,11 @@ def _with_both(s: settings.Settings, work: Callable[[erasure.Surroundings], Awai
         async with erasure.Surroundings.open(s) as where:
             return await work(where)
 
-    with exits.reaching_postgres(s.database_url), exits.reaching_redis(s.redis_url):
+    flag = "--erasure-redis-url / ARCHIVER_ERASURE_REDIS_URL" if s.erasure_redis_url else None
+    with (
+        exits.reaching_postgres(s.database_url),
+        exits.reaching_redis(s.erasure_redis, flag or "--redis-url / ARCHIVER_REDIS_URL"),
+    ):
         return asyncio.run(opened())
 
 

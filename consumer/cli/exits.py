@@ -97,16 +97,14 @@ def reaching_postgres(url: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def reaching_redis(url: str) -> Iterator[None]:
-    """Connection failures inside become UnreachableError naming --redis-url."""
+def reaching_redis(url: str, flag: str = "--redis-url / ARCHIVER_REDIS_URL") -> Iterator[None]:
+    """Connection failures inside become UnreachableError naming --redis-url (or `flag`)."""
     try:
         yield
     except redis_errors.NoPermissionError:
         raise
     except REDIS_UNREACHABLE as exc:
-        raise exceptions.UnreachableError(
-            _unreachable_message("Redis", url, "--redis-url / ARCHIVER_REDIS_URL", exc)
-        ) from exc
+        raise exceptions.UnreachableError(_unreachable_message("Redis", url, flag, exc)) from exc
 
 
 def failure_of(exc: BaseException) -> Failure | None:

@@ -1,19 +1,23 @@
-"""Export a tenant's month from PostgreSQL to Parquet files in the cold tier.
+"""Export a tenant's month from PostgreSQL to files in the cold tier: Parquet (zstd) or JSON
+lines (zstd or gzip), as Limits.format says (ARCHIVER_COLD_FORMAT, ARCHIVER_COLD_COMPRESSION).
 
 An export, top-down:
 
 1. compare: the month as PostgreSQL holds it now (rows, content digest) with its current
-   version in archived_partitions; the same → nothing to do (idempotent). A month whose rows
+   version in archived_partitions; the same rows in the same format → nothing to do
+   (idempotent; a format change is a change like any other, a new version). A month whose rows
    changed since (late checkpoints) first gets the previous version's rows back (restore:
    rows retention removed since), so that the new version holds every row of the old one;
 2. one REPEATABLE READ transaction: take the month's advisory lock (one exporter at a time),
    read the month's stats in its snapshot, and COPY the same snapshot's rows (sorted by
-   conversation and time) out as CSV into pyarrow, which writes zstd Parquet in a thread:
-   memory stays bounded whatever the month's size (ARCHIVER_COLD_GROUP_BYTES per row group
-   and a few MB in flight) and nothing blocks the event loop;
+   conversation and time) out as CSV into pyarrow, which writes zstd Parquet (or orjson
+   encodes JSON lines into a compressed stream) in a thread: memory stays bounded whatever
+   the month's size (ARCHIVER_COLD_GROUP_BYTES per row group and a few MB in flight) and
+   nothing blocks the event loop;
 3. the files are written under a staging name (`_staging/...`), hashed (SHA-256) as they are
    written; complete, each is moved to its final name (an S3 copy, a local rename: an object
-   appears whole or not at all); parts a previous, larger version left are removed;
+   appears whole or not at all); files a previous version left (more parts, another format)
+   are removed;
 4. the manifest (`_manifests/{export_id}.json`), then the archived_partitions row, last, in
    the export's transaction (the previous version stops being current in it).
 
@@ -39,11 +43,11 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import structlog
 
 from consumer import exceptions, jobs, queries
-from consumer.cold import layout, records, restore, storage
+from consumer.cold import columns, files, formats, layout, records, restore, storage
+from consumer.cold.formats import PARQUET, Format
 from consumer.cold.storage import Storage
 
 log = structlog.get_logger("consumer.cold.export")
@@ -61,34 +65,22 @@ COPY_COLUMNS = {  # the CSV of cold_month_copy: name -> arrow type
     "source_key": pa.string(),
     "archived_at_us": pa.int64(),
 }
-UTC_MICROS = pa.timestamp("us", tz="UTC")
+UTC_MICROS = columns.UTC_MICROS
 # The files' columns: conversation_history's, tenant_id in the path (Hive), metadata as JSON text.
-SCHEMA = pa.schema(
-    [
-        ("id", pa.int64()),
-        ("customer_id", pa.string()),
-        ("user_id", pa.string()),
-        ("conversation_id", pa.string()),
-        ("timestamp", UTC_MICROS),
-        ("message_role", pa.string()),
-        ("message_content", pa.string()),
-        ("metadata", pa.string()),
-        ("message_key", pa.string()),
-        ("source_key", pa.string()),
-        ("archived_at", UTC_MICROS),
-    ]
-)
+SCHEMA = columns.SCHEMA
 CSV_BLOCK = 1 << 20  # bytes of CSV parsed at a time
 PIPE_DEPTH = 64  # chunks of COPY output in flight between the loop and the writer thread
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """How files are cut: rows per file, and a row group closes at either bound."""
+    """How files are written: their format, rows per file, and a row group (a batch of JSON
+    lines) closes at either bound."""
 
     part_rows: int = 5_000_000
     group_rows: int = 65_536
     group_bytes: int = 32 << 20
+    format: Format = PARQUET
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +135,17 @@ async def export_month(
     restored = 0
     if previous is not None:  # (a first export reads the month's stats once, in its snapshot)
         now = await records.stats(conn, tenant, month)
-        if records.covers(previous, now) or now.rows == 0:
+        if _current(previous, now, limits.format) or now.rows == 0:
             return Result(tenant, month, "unchanged", _version(previous))
         restored = await restore.restore_record(conn, where, previous)
     async with conn.transaction(isolation="repeatable_read"):
         result = await _export_locked(conn, where, tenant, month, limits)
     return Result(**{**_fields(result), "restored": restored})
+
+
+def _current(record: Any, now: records.Stats, fmt: Format) -> bool:
+    """Whether the version holds exactly the rows PostgreSQL has now, in the format wanted."""
+    return records.covers(record, now) and formats.of_record(record) == fmt
 
 
 def _version(record: Any) -> int | None:
@@ -166,7 +163,7 @@ async def _export_locked(
         return Result(tenant, month, "busy")
     previous = await records.current(conn, tenant, month)
     snapshot = await records.stats(conn, tenant, month)
-    if records.covers(previous, snapshot):
+    if _current(previous, snapshot, limits.format):
         return Result(tenant, month, "unchanged", _version(previous))
     if snapshot.rows == 0:
         return Result(tenant, month, "empty")
@@ -175,25 +172,26 @@ async def _export_locked(
     written = await _write(conn, where, tenant, month, export_id, limits)
     if sum(w.rows for w in written) != snapshot.rows:
         raise exceptions.ArchiverError("the export's files do not hold its snapshot's rows")
-    await asyncio.to_thread(_publish, where, tenant, month, export_id, written)
+    fmt = limits.format
+    await asyncio.to_thread(_publish, where, tenant, month, export_id, written, fmt)
     version: int = await conn.fetchval(queries.get("cold_next_version"), tenant, month)
-    manifest = _manifest(tenant, month, export_id, version, previous, snapshot, written)
+    manifest = _manifest(tenant, month, export_id, version, previous, snapshot, written, fmt)
     await asyncio.to_thread(storage.write_bytes, where, layout.manifest(export_id), manifest)
-    await _record(conn, where, tenant, month, export_id, version, snapshot, written)
+    await _record(conn, where, tenant, month, export_id, version, snapshot, written, fmt)
     size = sum(w.size for w in written)
     log.info("cold.exported", month=layout.month_text(month), version=version,
-             rows=snapshot.rows, files=len(written), bytes=size)  # fmt: skip
+             format=fmt.label, rows=snapshot.rows, files=len(written), bytes=size)  # fmt: skip
     return Result(tenant, month, "exported", version, snapshot.rows, len(written), size, export_id)
 
 
-# --- PostgreSQL -> Parquet -----------------------------------------------------------------------
+# --- PostgreSQL -> files -------------------------------------------------------------------------
 
 
 async def _write(
     conn: jobs.Connection, where: Storage, tenant: str, month: date, export_id: str,
     limits: Limits,
 ) -> list[Written]:  # fmt: skip
-    """COPY the month's rows (in the transaction's snapshot) into staged Parquet files."""
+    """COPY the month's rows (in the transaction's snapshot) into staged part files."""
     pipe = Pipe(PIPE_DEPTH)
     writer = PartWriter(where, tenant, month, export_id, limits)
     lower, upper = records.bounds(month)
@@ -219,7 +217,7 @@ async def _write(
 
 
 class WriterGoneError(exceptions.ArchiverError):
-    """The Parquet writer stopped: the COPY is abandoned."""
+    """The files' writer stopped: the COPY is abandoned."""
 
 
 class Pipe:
@@ -313,13 +311,13 @@ class _Open:
 
     n: int
     sink: HashingSink
-    writer: pq.ParquetWriter
+    writer: files.PartWriter
     rows: int = 0
     min_us: int | None = None
     max_us: int | None = None
 
     def write(self, group: pa.Table) -> None:
-        self.writer.write_table(group, row_group_size=max(1, group.num_rows))
+        self.writer.write(group)
         self.rows += group.num_rows
         low, high = _span(group)
         self.min_us = (
@@ -363,16 +361,16 @@ class PartWriter:
         return self.written
 
     def _open(self) -> _Open:
-        n = len(self.written)
-        staged = layout.staged_part(self.tenant, self.month, self.export_id, n)
+        n, fmt = len(self.written), self.limits.format
+        staged = layout.staged_part(self.tenant, self.month, self.export_id, n, fmt)
         storage.make_dirs(self.where, staged.rsplit("/", 1)[0])
-        sink = HashingSink(self.where.filesystem.open_output_stream(self.where.path(staged)))
-        return _Open(n, sink, pq.ParquetWriter(sink, SCHEMA, compression="zstd"))
+        sink = HashingSink(storage.write_stream(self.where, staged))
+        return _Open(n, sink, files.writer(sink, fmt))
 
     def _close(self, part: _Open) -> None:
         part.writer.close()
         part.sink.close()
-        final = layout.part(self.tenant, self.month, part.n)
+        final = layout.part(self.tenant, self.month, part.n, self.limits.format)
         digest = part.sink.sha256.hexdigest()
         self.written.append(
             Written(final, digest, part.sink.size, part.rows, part.min_us, part.max_us)
@@ -407,7 +405,11 @@ def _as_file_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _groups(batches: Iterator[pa.RecordBatch], limits: Limits) -> Iterator[pa.Table]:
-    """Batches gathered into row groups of at most `group_rows` rows or `group_bytes` bytes."""
+    """Batches gathered into row groups of at most `group_rows` rows or `group_bytes` bytes;
+    for JSON lines, which have no row groups, each batch as it comes (nothing held)."""
+    if limits.format.name != "parquet":
+        yield from (pa.Table.from_batches([b], schema=SCHEMA) for b in batches)
+        return
     held: list[pa.RecordBatch] = []
     rows = size = 0
     for batch in batches:
@@ -432,30 +434,32 @@ def _span(group: pa.Table) -> tuple[int | None, int | None]:
 
 
 def _publish(
-    where: Storage, tenant: str, month: date, export_id: str, files: list[Written]
-) -> None:
-    """Each complete staged file to its final name; then parts of an older, larger version go."""
+    where: Storage, tenant: str, month: date, export_id: str, parts: list[Written],
+    fmt: Format = PARQUET,
+) -> None:  # fmt: skip
+    """Each complete staged file to its final name; then the files of an older version that
+    these did not replace (more parts, or another format) go."""
     storage.make_dirs(where, layout.month_dir(tenant, month))
-    for n, written in enumerate(files):
-        staged = layout.staged_part(tenant, month, export_id, n)
+    for n, written in enumerate(parts):
+        staged = layout.staged_part(tenant, month, export_id, n, fmt)
         where.filesystem.move(where.path(staged), where.path(written.path))
-    n = len(files)
-    while storage.exists(where, layout.part(tenant, month, n)):
-        where.filesystem.delete_file(where.path(layout.part(tenant, month, n)))
-        n += 1
+    kept = {where.path(w.path) for w in parts}
+    for stale in storage.files_in(where, layout.month_dir(tenant, month), layout.PART_PREFIX):
+        if stale not in kept:
+            where.filesystem.delete_file(stale)
     storage.remove_tree(where, f"{layout.staging_dir(tenant, month)}/{export_id}")
 
 
-def combined_sha256(files: list[Written]) -> str:
+def combined_sha256(parts: list[Written]) -> str:
     """The file's SHA-256; for several, the SHA-256 of their digests in part order."""
-    if len(files) == 1:
-        return files[0].sha256
-    return hashlib.sha256("".join(w.sha256 for w in files).encode()).hexdigest()
+    if len(parts) == 1:
+        return parts[0].sha256
+    return hashlib.sha256("".join(w.sha256 for w in parts).encode()).hexdigest()
 
 
 def _manifest(
     tenant: str, month: date, export_id: str, version: int, previous: Any,
-    snapshot: records.Stats, files: list[Written],
+    snapshot: records.Stats, parts: list[Written], fmt: Format = PARQUET,
 ) -> bytes:  # fmt: skip
     document = {
         "schema_version": layout.SCHEMA_VERSION,
@@ -466,26 +470,27 @@ def _manifest(
         "version": version,
         "current": True,
         "supersedes": previous["export_id"] if previous is not None else None,
-        "format": layout.FORMAT,
-        "compression": "zstd",
+        "format": fmt.name,
+        "compression": fmt.compression,
         "rows": snapshot.rows,
         "content_digest": snapshot.digest,
         "min_timestamp": snapshot.min_timestamp,
         "max_timestamp": snapshot.max_timestamp,
         "columns": SCHEMA.names,
-        "files": [w.as_manifest() for w in files],
+        "files": [w.as_manifest() for w in parts],
     }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 
 
 async def _record(
     conn: jobs.Connection, where: Storage, tenant: str, month: date, export_id: str,
-    version: int, snapshot: records.Stats, files: list[Written],
+    version: int, snapshot: records.Stats, parts: list[Written], fmt: Format = PARQUET,
 ) -> None:  # fmt: skip
     await conn.execute(queries.get("cold_retire"), tenant, month)
     await conn.execute(
         queries.get("cold_record"), tenant, month, version, export_id,
         where.url_of(layout.month_dir(tenant, month)), where.url_of(layout.manifest(export_id)),
-        len(files), snapshot.rows, sum(w.size for w in files), combined_sha256(files),
-        snapshot.digest, snapshot.min_timestamp, snapshot.max_timestamp,
+        len(parts), snapshot.rows, sum(w.size for w in parts), combined_sha256(parts),
+        snapshot.digest, snapshot.min_timestamp, snapshot.max_timestamp, fmt.name,
+        fmt.compression,
     )  # fmt: skip

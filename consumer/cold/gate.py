@@ -20,7 +20,7 @@ import structlog
 from rich.text import Text
 
 from consumer import exceptions, jobs, partitions, queries, terminal
-from consumer.cold import export, layout, records, storage, verify
+from consumer.cold import export, formats, layout, records, storage, verify
 from consumer.cold.storage import Storage
 from consumer.settings import Settings
 
@@ -36,7 +36,8 @@ def open_storage(s: Settings) -> Storage:
 
 
 def limits(s: Settings) -> export.Limits:
-    return export.Limits(part_rows=s.cold_part_rows, group_bytes=s.cold_group_bytes)
+    fmt = formats.Format(s.cold_format, s.cold_compression)
+    return export.Limits(part_rows=s.cold_part_rows, group_bytes=s.cold_group_bytes, format=fmt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +92,15 @@ def _reason(record: Any, now: records.Stats) -> str | None:
 async def exported_and_verified(
     conn: jobs.Connection, where: Storage, tenant: str, month: date, limits: export.Limits
 ) -> tuple[export.Result, verify.Checked | None]:
-    """Export a month (if it changed) and verify a new version at once."""
+    """Export a month (if it changed) and verify a new version at once; an unchanged one too
+    if it is not verified (an export killed between its record and its verify, or a verify
+    that failed: else nothing would verify it again but `archiver cold verify`)."""
     result = await export.export_month(conn, where, tenant, month, limits)
-    if result.status != "exported":
+    if result.status not in ("exported", "unchanged"):
         return result, None
-    record = jobs.one(await records.current(conn, tenant, month))
+    record = await records.current(conn, tenant, month)
+    if record is None or (result.status == "unchanged" and record["verified_at"] is not None):
+        return result, None
     return result, await verify.verify_record(conn, where, record)
 
 

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Iterator
+from collections.abc import Generator
 from datetime import date
 
 import asyncpg
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import structlog
 
 from consumer import exceptions, jobs, queries
-from consumer.cold import layout, records, verify
+from consumer.cold import files, formats, layout, records, verify
 from consumer.cold.storage import Storage
 
 log = structlog.get_logger("consumer.cold.restore")
@@ -43,13 +42,13 @@ async def restore(
 
 
 async def restore_record(conn: jobs.Connection, where: Storage, record: asyncpg.Record) -> int:
-    await verify.ensure(conn, where, record)
+    await verify.ensure(conn, where, record, strays=False)  # reads only the version's files
     lower, _ = records.bounds(record["month"])
     await conn.fetchval(queries.get("ensure_partition"), lower)
     inserted = 0
-    paths = [layout.part(record["tenant_id"], record["month"], n) for n in range(record["files"])]
-    for path in paths:
-        batches = _Batches(where, path)
+    fmt = formats.of_record(record)
+    for path in layout.parts(record):
+        batches = _Batches(where, path, fmt)
         try:
             while (csv := await asyncio.to_thread(batches.next_csv)) is not None:
                 inserted += await _insert(conn, record["tenant_id"], csv)
@@ -72,9 +71,10 @@ async def _insert(conn: jobs.Connection, tenant: str, csv: bytes) -> int:
 class _Batches:
     """A part file's rows as CSV for COPY, BATCH rows at a time (in a thread)."""
 
-    def __init__(self, where: Storage, path: str) -> None:
-        self._raw = where.filesystem.open_input_file(where.path(path))
-        self._batches: Iterator[pa.RecordBatch] = pq.ParquetFile(self._raw).iter_batches(BATCH)
+    def __init__(self, where: Storage, path: str, fmt: formats.Format) -> None:
+        self._batches: Generator[pa.RecordBatch, None, None] = files.batches(
+            where, path, fmt, BATCH
+        )
 
     def next_csv(self) -> bytes | None:
         batch = next(self._batches, None)
@@ -86,7 +86,7 @@ class _Batches:
         return out.getvalue()
 
     def close(self) -> None:
-        self._raw.close()
+        self._batches.close()
 
 
 def _for_copy(batch: pa.RecordBatch) -> pa.Table:

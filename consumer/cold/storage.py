@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from pyarrow import fs
@@ -75,16 +76,37 @@ def write_bytes(storage: Storage, relative: str, data: bytes) -> None:
     local = isinstance(storage.filesystem, fs.LocalFileSystem)
     staged = f"{relative}.tmp" if local else relative
     make_dirs(storage, relative.rsplit("/", 1)[0])
-    with storage.filesystem.open_output_stream(storage.path(staged)) as out:
+    with write_stream(storage, staged) as out:
         out.write(data)
     if local:
         storage.filesystem.move(storage.path(staged), storage.path(relative))
 
 
 def read_bytes(storage: Storage, relative: str) -> bytes:
-    with storage.filesystem.open_input_stream(storage.path(relative)) as stream:
+    with read_stream(storage, relative) as stream:
         data: bytes = stream.read()
     return data
+
+
+def write_stream(storage: Storage, relative: str) -> Any:
+    """A stream writing a file's bytes as given (pyarrow would otherwise compress a name
+    ending in .zst or .gz itself)."""
+    return storage.filesystem.open_output_stream(storage.path(relative), compression=None)
+
+
+def read_stream(storage: Storage, relative: str) -> Any:
+    """A stream reading a file's bytes as stored (never decompressed by its name)."""
+    return storage.filesystem.open_input_stream(storage.path(relative), compression=None)
+
+
+def files_in(storage: Storage, relative: str, prefix: str) -> list[str]:
+    """The files directly in a directory whose names start with `prefix` (full paths)."""
+    selector = fs.FileSelector(storage.path(relative), allow_not_found=True)
+    return sorted(
+        info.path
+        for info in storage.filesystem.get_file_info(selector)
+        if info.type == fs.FileType.File and info.base_name.startswith(prefix)
+    )
 
 
 def make_dirs(storage: Storage, relative: str) -> None:

@@ -1,6 +1,7 @@
 """Verify an export: read every file back from storage and check it against its record.
 
-Per file: present, its SHA-256 and size as written; over the version: the row count and the
+Per file: present, its SHA-256 and size as written, and no other part file beside them (the
+query view would read it too); over the version: the row count and the
 content digest, recomputed from the files' rows, equal to what PostgreSQL computed in the
 export's snapshot (records.Stats). A version that passes gets `verified_at`; one that fails
 gets `verify_error` (and loses `verified_at`: retention's `--then export` waits again).
@@ -15,12 +16,10 @@ from datetime import date
 from typing import Any
 
 import asyncpg
-import pyarrow as pa
-import pyarrow.parquet as pq
 import structlog
 
 from consumer import exceptions, jobs, queries
-from consumer.cold import digest, layout, records, storage
+from consumer.cold import digest, files, formats, layout, records, storage
 from consumer.cold.storage import Storage
 
 log = structlog.get_logger("consumer.cold.verify")
@@ -46,12 +45,20 @@ class Checked:
                 "version": self.version, "ok": self.ok, "problem": self.problem}  # fmt: skip
 
 
-def problem_of(where: Storage, record: Any) -> str | None:
-    """Why the version's files do not match its record (None: they do). Blocking I/O."""
-    paths = [layout.part(record["tenant_id"], record["month"], n) for n in range(record["files"])]
+def problem_of(where: Storage, record: Any, strays: bool = True) -> str | None:
+    """Why the version's files do not match its record (None: they do); with `strays`, also a
+    part file beside them. Blocking I/O."""
+    paths = layout.parts(record)
     missing = [p for p in paths if not storage.exists(where, p)]
     if missing:
         return f"missing file: {where.url_of(missing[0])}"
+    month_dir = layout.month_dir(record["tenant_id"], record["month"])
+    recorded = {where.path(p) for p in paths}
+    stray = [f for f in storage.files_in(where, month_dir, layout.PART_PREFIX) if f not in recorded]
+    if (
+        stray and strays
+    ):  # queries would read it too: an export or rewrite stopped while moving its files
+        return f"file not in the export: {stray[0].rsplit('/', 1)[-1]} (export the month again)"
     hashes, size = [], 0
     for path in paths:
         sha, length = _sha256(where, path)
@@ -65,7 +72,7 @@ def problem_of(where: Storage, record: Any) -> str | None:
 
 def _sha256(where: Storage, path: str) -> tuple[str, int]:
     sha, size = hashlib.sha256(), 0
-    with where.filesystem.open_input_stream(where.path(path)) as stream:
+    with storage.read_stream(where, path) as stream:
         while chunk := stream.read(READ_CHUNK):
             sha.update(chunk)
             size += len(chunk)
@@ -74,16 +81,14 @@ def _sha256(where: Storage, path: str) -> tuple[str, int]:
 
 def _content_problem(where: Storage, paths: list[str], record: Any) -> str | None:
     rows, total = 0, 0
+    fmt = formats.of_record(record)
     try:
         for path in paths:
-            with where.filesystem.open_input_file(where.path(path)) as raw:
-                for batch in pq.ParquetFile(raw).iter_batches(
-                    DIGEST_BATCH, columns=list(digest.COLUMNS)
-                ):
-                    rows += batch.num_rows
-                    total += digest.of_batch(batch)
-    except (pa.ArrowException, OSError) as exc:
-        return f"unreadable Parquet: {type(exc).__name__}"
+            for batch in files.batches(where, path, fmt, DIGEST_BATCH, digest.COLUMNS):
+                rows += batch.num_rows
+                total += digest.of_batch(batch)
+    except files.UNREADABLE as exc:
+        return f"unreadable {_kind(fmt)}: {type(exc).__name__}"
     if rows != record["row_count"]:
         return f"{rows} rows in the files, {record['row_count']} exported"
     if str(total) != record["content_digest"]:
@@ -91,10 +96,16 @@ def _content_problem(where: Storage, paths: list[str], record: Any) -> str | Non
     return None
 
 
-async def verify_record(conn: jobs.Connection, where: Storage, record: asyncpg.Record) -> Checked:
+def _kind(fmt: formats.Format) -> str:
+    return "Parquet" if fmt.name == "parquet" else f"JSON lines ({fmt.compression})"
+
+
+async def verify_record(
+    conn: jobs.Connection, where: Storage, record: asyncpg.Record, strays: bool = True
+) -> Checked:
     """Check one version and record the outcome (verified_at or verify_error)."""
     try:
-        problem = await asyncio.to_thread(problem_of, where, record)
+        problem = await asyncio.to_thread(problem_of, where, record, strays)
     except OSError as exc:  # storage unreachable: nothing learnt about the files
         raise storage.failure(where, exc) from exc
     if problem is None:
@@ -114,9 +125,12 @@ async def verify(
     return [await verify_record(conn, where, r) for r in await records.listing(conn, tenant, month)]
 
 
-async def ensure(conn: jobs.Connection, where: Storage, record: asyncpg.Record) -> None:
-    """Raise VerifyError unless the version's files match its record (before a restore)."""
-    checked = await verify_record(conn, where, record)
+async def ensure(
+    conn: jobs.Connection, where: Storage, record: asyncpg.Record, strays: bool = True
+) -> None:
+    """Raise VerifyError unless the version's files match its record (before a restore:
+    `strays` False, as a restore reads only the version's own files)."""
+    checked = await verify_record(conn, where, record, strays)
     if not checked.ok:
         raise VerifyError(
             f"the export of {layout.month_text(record['month'])} fails verify: {checked.problem}"

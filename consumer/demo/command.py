@@ -39,6 +39,9 @@ SETTLE_S = 3.0
 MAX_TTL_S = 600.0
 CHUNK = 2000
 DEFAULT_DATA_DIR = Path(".archiver")
+LANGGRAPH = "langgraph-redis"
+LANGGRAPH_CONVERSATIONS = 10  # threads of a real graph: each turn writes 4 checkpoints
+LANGGRAPH_TURNS = 2
 EXTERNAL_PATTERN = "demo:" + producer.DEFAULT_PATTERN  # never another archiver's keys
 EXTERNAL_SHADOWS = "archiver-demo:shadow:"
 INSTALL_HINT = (
@@ -76,6 +79,7 @@ class Options:
     database_url: str | None
     keep: bool
     log_level: str
+    source: str = "seed-json"
 
     @property
     def buffer(self) -> float:
@@ -349,7 +353,9 @@ def exports(s: settings.Settings) -> list[str]:
     """The `export` lines that point the other commands at the demo's servers."""
     values = {"ARCHIVER_REDIS_URL": s.redis_url, "ARCHIVER_DATABASE_URL": s.database_url,
               "ARCHIVER_HEALTH_FILE": str(s.health_file.resolve())}  # fmt: skip
-    if s.key_pattern != producer.DEFAULT_PATTERN:
+    if s.source != "seed-json":
+        values |= {"ARCHIVER_SOURCE": s.source, "ARCHIVER_THREAD_PATTERN": s.thread_pattern or ""}
+    elif s.key_pattern != producer.DEFAULT_PATTERN:
         values |= {"ARCHIVER_KEY_PATTERN": s.key_pattern,
                    "ARCHIVER_SHADOW_PREFIX": s.shadow_prefix}  # fmt: skip
     return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
@@ -392,8 +398,10 @@ def _options(values: dict[str, Any]) -> Options:
             f" a day down to seconds, so it takes at most {settings.format_duration(MAX_TTL_S)}"
         )
     sweep = values["sweep_interval"] or _sweep_interval(ttl, after)
+    source = values["source"]
+    default_conversations = LANGGRAPH_CONVERSATIONS if source == LANGGRAPH else 200
     plan = workload.Plan(
-        conversations=values["conversations"],
+        conversations=values["conversations"] or default_conversations,
         max_checkpoints=values["checkpoints"],
         spread=values["spread"],
         seed=values["seed"],
@@ -401,7 +409,7 @@ def _options(values: dict[str, Any]) -> Options:
     )
     return Options(
         plan, ttl, after, sweep, values["data_dir"], values["redis_url"],
-        values["database_url"], values["keep"], values["log_level"],
+        values["database_url"], values["keep"], values["log_level"], source,
     )  # fmt: skip
 
 
@@ -424,35 +432,66 @@ def _stop_command(data_dir: Path, clean: bool) -> None:
         click.echo(f"removed {data_dir}")
 
 
-def run(o: Options, console: Console) -> display.Report:
-    """Prepare the data folder, start what is needed, play; servers stopped unless kept."""
+def _settings(o: Options, redis_url: str, database_url: str) -> settings.Settings:
+    if o.source == LANGGRAPH:
+        from consumer.demo import langgraph
+
+        return langgraph.demo_settings(o, redis_url, database_url)
+    return consumer_settings(o, redis_url, database_url)
+
+
+def _play(o: Options, s: settings.Settings, console: Console) -> bool:
+    """Play the source's workload; whether nothing was lost."""
+    if o.source == LANGGRAPH:
+        from consumer.demo import langgraph
+
+        plan = langgraph.Plan(o.plan.conversations, LANGGRAPH_TURNS, o.plan.tag)
+        return asyncio.run(langgraph.play(o, s, plan, console)).nothing_lost
+    result = asyncio.run(play(o, s, console))
+    display.render(console, result)
+    return result.nothing_lost
+
+
+def run(o: Options, console: Console) -> bool:
+    """Prepare the data folder, start what is needed, play; servers stopped unless kept.
+    Whether nothing was lost."""
     try:
-        consumer_settings(o, o.redis_url or "redis://", o.database_url or "postgresql://")
+        _settings(o, o.redis_url or "redis://", o.database_url or "postgresql://")
     except exceptions.ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     sandbox.prepare(o.data_dir)
+    stack = o.source == LANGGRAPH
     with (
         _logging_to(o.data_dir / "demo.log", o.log_level),
-        sandbox.running(o.data_dir, o.redis_url, o.database_url, o.keep) as ends,
+        sandbox.running(o.data_dir, o.redis_url, o.database_url, o.keep, stack) as ends,
     ):
         _describe_servers(console, o, ends)
-        s = consumer_settings(o, ends.redis_url, ends.database_url)
-        result = asyncio.run(play(o, s, console))
-        display.render(console, result)
+        s = _settings(o, ends.redis_url, ends.database_url)
+        nothing_lost = _play(o, s, console)
         if o.keep and ends.started:
             _describe_kept(console, o, ends, s)
-        return result
+        return nothing_lost
 
 
 @click.command("demo", cls=commands.Command)
 @click.option(
+    "--source",
+    type=click.Choice(["seed-json", LANGGRAPH]),
+    default="seed-json",
+    show_default=True,
+    help=(
+        "What writes the checkpoints: the simulated agents (seed-json), or a real LangGraph"
+        " graph (fake chat model, tool round trip, 2 turns) through langgraph-checkpoint-redis's"
+        " RedisSaver into a Redis Stack (langgraph-redis)."
+    ),
+)
+@click.option(
     "--conversations",
     type=click.IntRange(1, 100_000),
-    default=200,
-    show_default=True,
+    default=None,
     envvar="ARCHIVER_DEMO_CONVERSATIONS",
     show_envvar=True,
-    help="Conversations the simulated agents hold.",
+    help=f"Conversations held [default: 200; {LANGGRAPH_CONVERSATIONS} with langgraph-redis].",
 )
 @click.option(
     "--checkpoints",
@@ -559,7 +598,7 @@ def command(stop_only: bool, clean: bool, **values: Any) -> None:
         return
     console = _console()
     try:
-        result = run(_options(values), console)
+        nothing_lost = run(_options(values), console)
     except embedded.ServerBinaryNotFoundError as exc:
         _fail(f"{INSTALL_HINT}.\n{exc}")
     except exceptions.ArchiverError as exc:
@@ -568,4 +607,4 @@ def command(stop_only: bool, clean: bool, **values: Any) -> None:
         _fail(f"{type(exc).__name__}: {exc}", code=1)
     except KeyboardInterrupt:
         _fail("interrupted; the servers it started are stopped", code=130)
-    sys.exit(0 if result.nothing_lost else 1)
+    sys.exit(0 if nothing_lost else 1)

@@ -528,6 +528,23 @@ def _redis_binary() -> Path:
     return path
 
 
+def redis_stack() -> tuple[Path, list[Path]]:
+    """Redis Stack's server and its modules (RedisJSON, RediSearch: the langgraph-redis source
+    needs them), from $ARCHIVER_TEST_REDIS_STACK or the checkout's .cache/redis-stack."""
+    configured = os.environ.get("ARCHIVER_TEST_REDIS_STACK")
+    root = Path(configured) if configured else Path(__file__).resolve().parents[2] / ".cache"
+    root = root if configured else root / "redis-stack"
+    binary, modules = root / "bin" / "redis-server", [root / "lib" / "rejson.so"]
+    modules.append(root / "lib" / "redisearch.so")
+    if not all(path.is_file() for path in (binary, *modules)):
+        raise ServerBinaryNotFoundError(
+            f"Redis Stack (redis-server with RedisJSON and RediSearch) is not in {root}: fetch"
+            " it with `python -m ops.redisstack` (`make test-servers` does), set"
+            " ARCHIVER_TEST_REDIS_STACK to its folder, or give --redis-url of a Redis Stack"
+        )
+    return binary, modules
+
+
 def _redis_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -165,6 +165,13 @@ def _postgres(data_dir: Path, keep: bool) -> embedded.PostgresServer:
     )
 
 
+def _redis(data_dir: Path, keep: bool, stack: bool) -> embedded.RedisServer:
+    if not stack:
+        return embedded.RedisServer(data_dir / "redis", persistent=keep)
+    binary, modules = embedded.redis_stack()
+    return embedded.RedisServer(data_dir / "redis", persistent=keep, binary=binary, modules=modules)
+
+
 def _record(server: Server) -> Recorded:
     if isinstance(server, embedded.RedisServer):
         marker, url = f"{embedded.HOST}:{server.port}", server.url
@@ -189,10 +196,15 @@ def _temporary(postgres: embedded.PostgresServer | None, data_dir: Path) -> list
 
 @contextlib.contextmanager
 def running(
-    data_dir: Path, redis_url: str | None, database_url: str | None, keep: bool
+    data_dir: Path,
+    redis_url: str | None,
+    database_url: str | None,
+    keep: bool,
+    redis_stack: bool = False,
 ) -> Iterator[Endpoints]:
-    """Start the servers no URL was given for; stop them on leaving, unless `keep`."""
-    redis = None if redis_url else embedded.RedisServer(data_dir / "redis", persistent=keep)
+    """Start the servers no URL was given for (Redis Stack if `redis_stack`); stop them on
+    leaving, unless `keep`."""
+    redis = None if redis_url else _redis(data_dir, keep, redis_stack)
     postgres = None if database_url else _postgres(data_dir, keep)
     started: list[Server] = [s for s in (redis, postgres) if s is not None]
     with contextlib.ExitStack() as stack:

@@ -20,7 +20,9 @@ The library calls (the CLI's `archiver erase` and the HTTP API use these):
     resume_unfinished(ctx: jobs.Context) -> counts   the periodic job `erasure`
 
 The steps, in order, each idempotent and recorded when done (`erasures.step`), so that a run
-killed anywhere resumes where it stopped: redis (consumer/erasure/redis_side.py), postgres
+killed anywhere resumes where it stopped: redis (consumer/erasure/redis_side.py, through the
+configured source: langgraph_side.py for ARCHIVER_SOURCE=langgraph-redis, connected to
+ARCHIVER_ERASURE_REDIS_URL when it is set), postgres
 (postgres_side.py), cold (cold.py), then completed with the counts per place. The subject id
 itself is kept in `erasure_work` while the erasure is unfinished (a resumed run must find its
 data) and deleted in the transaction that completes it. Logs and metrics carry only the id of
@@ -48,12 +50,13 @@ from consumer import (
     jobs,
     keys,
     queries,
+    sources,
     store,
     terminal,
 )
-from consumer.erasure import postgres_side, redis_side, subjects
+from consumer.erasure import langgraph_side, postgres_side, redis_side, subjects
 from consumer.settings import Settings
-from consumer.sources import seed_json
+from consumer.sources import langgraph_redis
 
 log = structlog.get_logger("consumer.erasure")
 
@@ -187,7 +190,7 @@ class Surroundings:
     ) -> AsyncIterator[Surroundings]:
         """Connect to both servers (or use `pool`); closed on the way out."""
         client = connection.from_url(
-            s.redis_url, socket_timeout=s.redis_timeout, socket_connect_timeout=s.redis_timeout,
+            s.erasure_redis, socket_timeout=s.redis_timeout, socket_connect_timeout=s.redis_timeout,
             encoding_errors=checkpoints.ENCODING_ERRORS,
         )  # fmt: skip
         own = pool is None
@@ -210,16 +213,20 @@ def codec_options(s: Settings) -> codecs.CodecOptions:
 
 
 def _scope(s: Settings, client: Any) -> redis_side.Scope:
+    """The Redis step through the configured source (ARCHIVER_SOURCE): seed-json values are
+    searched by erasure_read.lua and compare-and-deleted by erase.lua; LangGraph threads by
+    consumer/erasure/langgraph_side.py."""
     layout = keys.layout_from(s.key_pattern, s.shadow_prefix)
     timing = checkpoints.Timing(buffer_ms=0, archive_after_ms=0, lease_ms=0, hold_ms=0)
+    source = sources.of(s, layout, codec_options(s))
+    redis = checkpoints.Checkpoints(client, layout, timing, source)
+    langgraph = None
+    if isinstance(source, langgraph_redis.LangGraphRedis):
+        langgraph = langgraph_side.Scope(redis, source, s.scan_count, s.batch_bytes)
     return redis_side.Scope(
-        # The Redis step reads the seed-json format (the LangGraph source stores no customer or
-        # user id to search by: see the README's erasure section).
-        redis=checkpoints.Checkpoints(
-            client, layout, timing, seed_json.SeedJson(layout, codec_options(s))
-        ),
-        reader=subjects.Reader(layout, codec_options(s)),
+        redis=redis, reader=subjects.Reader(layout, codec_options(s)),
         scan_count=s.scan_count, group_bytes=s.batch_bytes, max_payload=s.max_payload,
+        langgraph=langgraph,
     )  # fmt: skip
 
 
@@ -304,7 +311,22 @@ async def _postgres_step(
     return {"postgres_messages": rows, **settled, "dead_letters": dead}
 
 
+# As consumer/erasure/cold.py says it when no cold tier is configured; without one, pyarrow and
+# DuckDB (about 70 MB of RSS) are not loaded at all.
+NO_COLD = {"cold": "no cold tier configured"}
+
+
+async def _cold_left(s: Settings, target: subjects.Subject) -> dict[str, Any]:
+    if s.cold_url is None:
+        return dict(NO_COLD)
+    from consumer.erasure import cold
+
+    return await cold.left(s, target)
+
+
 async def _cold_step(where: Surroundings, e: Erasure, subject: subjects.Subject) -> dict[str, Any]:
+    if where.settings.cold_url is None:
+        return dict(NO_COLD)
     from consumer.erasure import cold  # pyarrow and DuckDB: loaded by the step that needs them
 
     async with where.pool.acquire() as conn:
@@ -339,12 +361,10 @@ async def verify(where: Surroundings, erasure_id: int, subject: str | None = Non
     async with where.pool.acquire() as conn:
         e = await status(conn, erasure_id)
     target = e.subject or _claimed(where, e, subject)
-    places: dict[str, Any] = {"redis_checkpoints": len(await redis_side.find(where.scope, target))}
+    places: dict[str, Any] = await redis_side.left(where.scope, target)
     async with where.pool.acquire() as conn:
         places |= await postgres_side.left(conn, target, where.reader)
-    from consumer.erasure import cold
-
-    places |= await cold.left(where.settings, target)
+    places |= await _cold_left(where.settings, target)
     log.info("erasure.verified", erasure=e.id, subject=e.subject_hash, **_flat(places))
     return Verification(e, places)
 
@@ -370,10 +390,8 @@ async def preview(where: Surroundings, tenant: str, kind: str, subject: str) -> 
         owned = await postgres_side.conversations_of(conn, tenant, kind, subject)
         target = subjects.Subject(tenant, kind, subject, now, frozenset(owned))
         places = await postgres_side.left(conn, target, where.reader)
-    places["redis_checkpoints"] = len(await redis_side.find(where.scope, target))
-    from consumer.erasure import cold
-
-    return places | await cold.left(where.settings, target)
+    places |= await redis_side.left(where.scope, target)
+    return places | await _cold_left(where.settings, target)
 
 
 async def resume_unfinished(ctx: jobs.Context) -> jobs.Counts:

@@ -1,6 +1,7 @@
 """An erasure's cold-tier step (consumer/cold/): every current file of the subject's tenant that
 holds a row of the subject (stamped at or before requested_at) is rewritten without those
-rows, as a new version of its month: new files written under a staging name, moved over the
+rows, as a new version of its month in the format of the current one (Parquet or JSON lines,
+consumer/cold/formats.py): new files written under a staging name, moved over the
 old ones (on S3 a copy then a delete: the old object is gone), a new manifest, the new
 archived_partitions row (the previous version stops being current) and verify run on it, all
 under the month's export lock. Months without a row of the subject are left as they are.
@@ -15,6 +16,7 @@ them). `left` counts what is left through DuckDB (`archiver erase --verify`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,11 +24,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import structlog
 
 from consumer import exceptions, jobs, queries
-from consumer.cold import digest, export, layout, query, records, storage, verify
+from consumer.cold import digest, export, files, formats, layout, query, records, storage, verify
 from consumer.cold.storage import Storage
 from consumer.erasure import subjects
 from consumer.settings import Settings
@@ -108,16 +109,12 @@ def _mask(batch: pa.RecordBatch | pa.Table, subject: subjects.Subject) -> pa.Arr
     return pc.fill_null(pc.and_kleene(mine, early), False)
 
 
-def _parts(record: Any) -> list[str]:
-    return [layout.part(record["tenant_id"], record["month"], n) for n in range(record["files"])]
-
-
 def _holds(where: Storage, subject: subjects.Subject, record: Any) -> bool:
-    for path in _parts(record):
-        with where.filesystem.open_input_file(where.path(path)) as raw:
-            for batch in pq.ParquetFile(raw).iter_batches(BATCH):
-                if pc.any(_mask(batch, subject)).as_py():
-                    return True
+    fmt = formats.of_record(record)
+    for path in layout.parts(record):
+        with contextlib.closing(files.batches(where, path, fmt, BATCH)) as batches:
+            if any(pc.any(_mask(batch, subject)).as_py() for batch in batches):
+                return True
     return False
 
 
@@ -133,12 +130,13 @@ async def _rewrite(conn: Any, where: Storage, subject: subjects.Subject, record:
         current = jobs.one(await records.current(conn, tenant, month))
         export_id = uuid.uuid4().hex
         done = await asyncio.to_thread(_write, where, subject, current, export_id)
-        written, stats = done.written, done.stats
-        await asyncio.to_thread(export._publish, where, tenant, month, export_id, written)
+        written, stats, fmt = done.written, done.stats, formats.of_record(current)
+        await asyncio.to_thread(export._publish, where, tenant, month, export_id, written, fmt)
         version = current["version"] + 1
-        manifest = export._manifest(tenant, month, export_id, version, current, stats, written)
+        manifest = export._manifest(tenant, month, export_id, version, current, stats, written,
+                                    fmt)  # fmt: skip
         await asyncio.to_thread(storage.write_bytes, where, layout.manifest(export_id), manifest)
-        await export._record(conn, where, tenant, month, export_id, version, stats, written)
+        await export._record(conn, where, tenant, month, export_id, version, stats, written, fmt)
     fresh = jobs.one(await records.current(conn, tenant, month))
     await verify.ensure(conn, where, fresh)
     log.info("erasure.cold_rewritten", month=layout.month_text(month), version=version,
@@ -160,13 +158,15 @@ async def _adopt(conn: Any, where: Storage, subject: subjects.Subject, record: A
         if done.removed:  # not ours to adopt: the files changed some other way
             await asyncio.to_thread(storage.remove_tree, where, layout.staging_dir(tenant, month))
             return
-        await asyncio.to_thread(export._publish, where, tenant, month, export_id, done.written)
+        fmt = formats.of_record(current)
+        await asyncio.to_thread(export._publish, where, tenant, month, export_id, done.written,
+                                fmt)  # fmt: skip
         version = current["version"] + 1
         manifest = export._manifest(tenant, month, export_id, version, current, done.stats,
-                                    done.written)  # fmt: skip
+                                    done.written, fmt)  # fmt: skip
         await asyncio.to_thread(storage.write_bytes, where, layout.manifest(export_id), manifest)
         await export._record(conn, where, tenant, month, export_id, version, done.stats,
-                             done.written)  # fmt: skip
+                             done.written, fmt)  # fmt: skip
     await verify.ensure(conn, where, jobs.one(await records.current(conn, tenant, month)))
 
 
@@ -182,30 +182,29 @@ def _write(where: Storage, subject: subjects.Subject, record: Any, export_id: st
     written, total, rows, removed = [], 0, 0, 0
     low: Any = None
     high: Any = None
-    tenant, month = record["tenant_id"], record["month"]
-    for n, path in enumerate(_parts(record)):
-        staged = layout.staged_part(tenant, month, export_id, n)
+    tenant, month, fmt = record["tenant_id"], record["month"], formats.of_record(record)
+    for n, path in enumerate(layout.parts(record)):
+        staged = layout.staged_part(tenant, month, export_id, n, fmt)
         storage.make_dirs(where, staged.rsplit("/", 1)[0])
-        sink = export.HashingSink(where.filesystem.open_output_stream(where.path(staged)))
+        sink = export.HashingSink(storage.write_stream(where, staged))
         part_rows, part_low, part_high = 0, None, None
-        with pq.ParquetWriter(sink, export.SCHEMA, compression="zstd") as out, \
-                where.filesystem.open_input_file(where.path(path)) as raw:  # fmt: skip
-            for batch in pq.ParquetFile(raw).iter_batches(BATCH):
-                kept = batch.filter(pc.invert(_mask(batch, subject)))
-                removed += batch.num_rows - kept.num_rows
-                if kept.num_rows == 0:
-                    continue
-                out.write_table(pa.Table.from_batches([kept], schema=export.SCHEMA))
-                total += digest.of_batch(kept)
-                part_rows += kept.num_rows
-                span = pc.min_max(kept.column("timestamp"))
-                part_low = _least(part_low, span["min"].as_py())
-                part_high = _most(part_high, span["max"].as_py())
-        sink.close()
+        out = files.writer(sink, fmt)
+        for batch in files.batches(where, path, fmt, BATCH):
+            kept = batch.filter(pc.invert(_mask(batch, subject)))
+            removed += batch.num_rows - kept.num_rows
+            if kept.num_rows == 0:
+                continue
+            out.write(pa.Table.from_batches([kept], schema=export.SCHEMA))
+            total += digest.of_batch(kept)
+            part_rows += kept.num_rows
+            span = pc.min_max(kept.column("timestamp"))
+            part_low = _least(part_low, span["min"].as_py())
+            part_high = _most(part_high, span["max"].as_py())
+        out.close()
         rows += part_rows
         low, high = _least(low, part_low), _most(high, part_high)
         written.append(export.Written(
-            layout.part(tenant, month, n), sink.sha256.hexdigest(), sink.size, part_rows,
+            layout.part(tenant, month, n, fmt), sink.sha256.hexdigest(), sink.size, part_rows,
             _micros(part_low), _micros(part_high),
         ))  # fmt: skip
     return _Done(written, records.Stats(rows, str(total), low, high), removed)

@@ -1,6 +1,8 @@
-"""An erasure's Redis step: every checkpoint of the subject, found by reading the values (the
-customer and user ids live inside them), deleted with its shadow, claim, hold mark and
-deadline-index entry, through the one Redis module (consumer/checkpoints.py).
+"""An erasure's Redis step (ARCHIVER_SOURCE=langgraph-redis: consumer/erasure/langgraph_side.py,
+which `erase` and `left` hand over to). seed-json: every checkpoint of the subject, found by
+reading the values (the customer and user ids live inside them), deleted with its shadow,
+claim, hold mark and deadline-index entry, through the one Redis module
+(consumer/checkpoints.py).
 
 A value is deleted only if it still holds what was read (erase.lua compares its SHA-1): one
 rewritten meanwhile is read again and judged again, so that no one else's checkpoint is ever
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from consumer import checkpoints, exceptions
-from consumer.erasure import subjects
+from consumer.erasure import langgraph_side, subjects
 
 DECODE_INLINE_BYTES = 1024 * 1024  # larger groups are decoded in a thread (as archive.py does)
 ATTEMPTS = 5  # reads of a value rewritten while it was being judged, before the step fails
@@ -30,6 +32,15 @@ class Scope:
     scan_count: int
     group_bytes: int
     max_payload: int
+    langgraph: langgraph_side.Scope | None = None  # ARCHIVER_SOURCE=langgraph-redis
+
+
+async def left(scope: Scope, subject: subjects.Subject) -> dict[str, int]:
+    """What of the subject Redis holds now, by the configured source: seed-json checkpoints,
+    or every key of the subject's LangGraph threads. Read only."""
+    if scope.langgraph is not None:
+        return {"redis_keys": len(await langgraph_side.find(scope.langgraph, subject))}
+    return {"redis_checkpoints": len(await find(scope, subject))}
 
 
 async def find(scope: Scope, subject: subjects.Subject) -> list[tuple[str, str]]:
@@ -43,7 +54,10 @@ async def find(scope: Scope, subject: subjects.Subject) -> list[tuple[str, str]]
 
 
 async def erase(scope: Scope, subject: subjects.Subject) -> dict[str, int]:
-    """Delete every checkpoint of the subject; counts: checkpoints deleted."""
+    """Delete every checkpoint of the subject; counts: checkpoints deleted (and, for the
+    langgraph-redis source, keys and threads)."""
+    if scope.langgraph is not None:
+        return await langgraph_side.erase(scope.langgraph, subject)
     deleted = 0
     cursor = -1
     while cursor != 0:

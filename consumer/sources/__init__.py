@@ -2,8 +2,9 @@
 
 A source says which Redis keys are checkpoints, how the claim/finish/hold scripts read and
 compare a value, where a checkpoint's time comes from, how its value decodes, and whether an
-archived checkpoint is deleted or left to its own TTL. The archive routine, the sweeper, the
-listener's auto-arming, dead-letter replay and the demo all take one; ARCHIVER_SOURCE picks it.
+archived checkpoint is deleted, deleted with its whole thread, or left to its own TTL. The
+archive routine, the sweeper, the listener's auto-arming, dead-letter replay and the demo all
+take one; ARCHIVER_SOURCE picks it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class Source(Protocol):
     @property
     def deletes(self) -> bool:
         """Whether an archived checkpoint is compare-and-deleted (else left to its own TTL)."""
+
+    def thread_of(self, key: str) -> langgraph_redis.ThreadOf | None:
+        """How to delete this archived checkpoint's thread whole, if it is (else None: the
+        checkpoint alone is deleted, or left to its TTL, as `deletes` says)."""
 
     @property
     def write_events(self) -> tuple[str, ...]:

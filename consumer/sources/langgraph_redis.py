@@ -36,6 +36,8 @@ _FULL = re.compile(r"^checkpoint:(?P<thread>.+):__empty__:(?P<id>[0-9a-f-]{36})$
 _SHALLOW = re.compile(r"^checkpoint:(?P<thread>.+):$", re.DOTALL)
 WRITES_SEPARATOR = b"\n"  # JSON.GET's output never holds a raw newline
 UUID_EPOCH_OFFSET = 0x01B21DD213814000  # 100 ns ticks from 1582-10-15 to 1970-01-01
+INDEXES = ("checkpoint", "checkpoint_write")  # the library's RediSearch indexes of a thread's keys
+THREAD_KEYS_MAX = 10_000  # keys listed per index and thread: a larger thread is left to its TTL
 REMEMBERED_IDS = 100_000  # messages remembered as archived, across threads: ~25 MB (measured)
 MAPPED = ("tenant_id", "user_id", "customer_id", "conversation_id")
 
@@ -110,6 +112,52 @@ class WritesOf:
     member_prefix: str
 
 
+@dataclass(frozen=True, slots=True)
+class ThreadOf:
+    """What deleting an archived checkpoint's whole thread needs (ARCHIVER_DELETE_ARCHIVED=1):
+    the thread id and the RediSearch query that lists its keys (the library's own indexes,
+    `checkpoint` and `checkpoint_write`), its latest pointer (None: ShallowRedisSaver) and the
+    index of its pending writes, which must not have changed."""
+
+    thread: str
+    query: str
+    latest: str | None
+    writes_index: str
+
+    def keys(self, found: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Of the keys a search found, those of this thread (a tag matches case-insensitively):
+        its root checkpoints, and every other key of the thread (subgraph checkpoints, their
+        latest pointers and write indexes, writes)."""
+        mine = [k for k in found if _thread_key(k, self.thread)]
+        roots = [k for k in mine if _root_of(k) == self.thread]
+        others = [k for k in mine if _root_of(k) != self.thread]
+        companions = [c for k in mine if k.startswith(PREFIX) for c in self._companions(k)]
+        return roots, others + companions
+
+    def _companions(self, checkpoint: str) -> list[str]:
+        rest = checkpoint.removeprefix(PREFIX)
+        if self.latest is None:  # ShallowRedisSaver: checkpoint:{thread}:{ns}
+            ns = rest.removeprefix(f"{self.thread}:") or ROOT_NS
+            return [f"write_registry:{self.thread}:{ns}:shallow"]
+        return [f"checkpoint_latest:{rest.rpartition(':')[0]}", f"write_keys_zset:{rest}"]
+
+
+def _thread_key(key: str, thread: str) -> bool:
+    return key.startswith((f"{PREFIX}{thread}:", f"checkpoint_write:{thread}:"))
+
+
+def _root_of(key: str) -> str | None:
+    match = _FULL.match(key) or _SHALLOW.match(key)
+    return match.group("thread") if match else None
+
+
+_TAG_SPECIAL = re.compile(r"(\W)")
+
+
+def _tag_query(thread: str) -> str:
+    return "@thread_id:{" + _TAG_SPECIAL.sub(r"\\\1", thread) + "}"
+
+
 class LangGraphRedis:
     name = "langgraph-redis"
     reader: Literal["string", "json"] = "json"
@@ -117,10 +165,14 @@ class LangGraphRedis:
     notify_flags = "Exgd"  # d: module events (json.set)
     scan_match = PREFIX + "*"
 
-    def __init__(self, options: codecs.CodecOptions, mapping: Mapping, deletes: bool) -> None:
+    deletes = False  # a checkpoint alone never is: its thread is, whole (`thread_of`)
+
+    def __init__(
+        self, options: codecs.CodecOptions, mapping: Mapping, delete_threads: bool
+    ) -> None:
         self.options = options
         self.mapping = mapping
-        self.deletes = deletes
+        self.delete_threads = delete_threads
         self._archived: OrderedDict[bytes, None] = OrderedDict()  # see _identity
 
     def is_checkpoint(self, key: str) -> bool:
@@ -149,6 +201,14 @@ class LangGraphRedis:
             return None
         thread = shallow.group("thread")
         return WritesOf(None, f"write_registry:{thread}:{ROOT_NS}:shallow", "")
+
+    def thread_of(self, key: str) -> ThreadOf | None:
+        """With ARCHIVER_DELETE_ARCHIVED=1, how to delete a root checkpoint's thread."""
+        writes = self.writes_of(key) if self.delete_threads else None
+        thread = _root_of(key)
+        if writes is None or thread is None:
+            return None
+        return ThreadOf(thread, _tag_query(thread), writes.latest, writes.index)
 
     # --- decoding
 

@@ -45,6 +45,9 @@ class SeedJson:
     def writes_of(self, key: str) -> langgraph_redis.WritesOf | None:
         return None
 
+    def thread_of(self, key: str) -> langgraph_redis.ThreadOf | None:
+        return None
+
     def unseen(self, checkpoints: Sequence[model.Checkpoint]) -> list[model.Checkpoint]:
         return list(checkpoints)
 

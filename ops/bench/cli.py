@@ -27,6 +27,7 @@ from . import (
     cold,
     config,
     erasure,
+    langgraph_source,
     latency,
     memory,
     naive,
@@ -52,6 +53,7 @@ RUNNERS: dict[str, Runner] = {
     "api": api.run,
     "cold": cold.run,
     "erasure": erasure.run,
+    "langgraph": langgraph_source.run,
 }
 BUDGET_S = 900
 console = Console(stderr=True)

@@ -1,8 +1,10 @@
-"""Scenario `cold`: one tenant's month of seed-like history exported to the cold tier.
+"""Scenario `cold`: one tenant's month of seed-like history exported to the cold tier, in the
+format `--cold-format` names (parquet, jsonl.zst or jsonl.gz).
 
 * floor: the same rows read with a bare `COPY (...) TO` a CSV file, then pyarrow reading that
-  file and writing one zstd Parquet file (nothing streamed, nothing hashed, nothing checked):
-  the least work that turns the month into Parquet on this machine, in the same run;
+  file and writing one file of the format (zstd Parquet; or JSON lines, encoded and
+  compressed as the export does) with nothing streamed, hashed or checked: the least work
+  that turns the month into such a file on this machine, in the same run;
 * export: `consumer.cold.export.export_month` in a child process of its own (so that its peak
   RSS, VmHWM, is the export's alone): rows/s, files, bytes;
 * compression: PostgreSQL's size of the month (pg_total_relation_size of its partition,
@@ -23,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from consumer import jobs, queries
-from consumer.cold import export, records, restore, storage, verify
+from consumer.cold import export, files, formats, records, restore, storage, verify
+from consumer.cold.formats import Format
 from ops import seed
 
 from . import procs
@@ -40,12 +44,14 @@ async def run(ctx: Context) -> Result:
     dsn = await ctx.stack.fresh_database("cold")
     folder = ctx.folder("cold")
     url = f"file://{folder / 'files'}"
+    fmt = formats.of_name(ctx.cfg.cold_format)
     month, rows, sizes, load_s = await _seed(dsn, ctx.cfg.cold_rows)
-    floor_s = await _floor(dsn, month, folder)
-    exported = await _export_child(ctx, dsn, url, month)
+    floor_s = await _floor(dsn, month, folder, fmt)
+    exported = await _export_child(ctx, dsn, url, month, fmt)
     verify_s, restore_s, restored = await _verify_and_restore(dsn, url, month)
     size = exported["compressed_size"]
     return {
+        "format": fmt.label,
         "rows": rows,
         "seed_s": load_s,
         "floor_s": rounded(floor_s, 2),
@@ -88,39 +94,45 @@ async def _seed(dsn: str, rows: int) -> tuple[date, int, dict[str, int], float]:
     return month, count, {"total": sizes["total"], "heap": sizes["heap"]}, load_s
 
 
-async def _floor(dsn: str, month: date, folder: Path) -> float:
-    """Seconds of: COPY the month's rows to a CSV file, then pyarrow → one Parquet file."""
-    csv, parquet = folder / "floor.csv", folder / "floor.parquet"
+async def _floor(dsn: str, month: date, folder: Path, fmt: Format) -> float:
+    """Seconds of: COPY the month's rows to a CSV file, then pyarrow → one file of `fmt`."""
+    csv, parquet = folder / "floor.csv", folder / f"floor{fmt.suffix}"
     lower, upper = records.bounds(month)
     started = time.monotonic()
     async with pg_connection(dsn) as conn:
         await conn.copy_from_query(
             queries.get("cold_month_copy"), TENANT, lower, upper, output=csv, format="csv"
         )
-    await asyncio.to_thread(_csv_to_parquet, csv, parquet)
+    await asyncio.to_thread(_csv_to_file, csv, parquet, fmt)
     took = time.monotonic() - started
     csv.unlink()
     parquet.unlink()
     return took
 
 
-def _csv_to_parquet(csv: Path, parquet: Path) -> None:
+def _csv_to_file(csv: Path, target: Path, fmt: Format) -> None:
     options = pacsv.ReadOptions(column_names=list(export.COPY_COLUMNS))
     parse = pacsv.ParseOptions(newlines_in_values=True)
     convert = pacsv.ConvertOptions(column_types=export.COPY_COLUMNS)
-    with (
-        pacsv.open_csv(
-            csv, read_options=options, parse_options=parse, convert_options=convert
-        ) as reader,
-        pq.ParquetWriter(parquet, reader.schema, compression="zstd") as out,
-    ):
+    with pacsv.open_csv(
+        csv, read_options=options, parse_options=parse, convert_options=convert
+    ) as reader:
+        if fmt.name == "parquet":
+            with pq.ParquetWriter(target, reader.schema, compression="zstd") as out:
+                for batch in reader:
+                    out.write_batch(batch)
+            return
+        lines = files.writer(target.open("wb"), fmt)
         for batch in reader:
-            out.write_batch(batch)
+            lines.write(pa.Table.from_batches([export._as_file_batch(batch)]))
+        lines.close()
 
 
-async def _export_child(ctx: Context, dsn: str, url: str, month: date) -> dict[str, Any]:
+async def _export_child(
+    ctx: Context, dsn: str, url: str, month: date, fmt: Format
+) -> dict[str, Any]:
     log = ctx.folder("cold") / "export.log"
-    argv = [sys.executable, "-m", "ops.bench.cold", dsn, url, month.isoformat()]
+    argv = [sys.executable, "-m", "ops.bench.cold", dsn, url, month.isoformat(), fmt.suffix[1:]]
     code = await procs.run_to_end(argv, ctx.env("cold", dsn), log, within=3600)
     if code != 0:
         raise RuntimeError(f"the cold export child exited {code}; see {log}")
@@ -152,11 +164,12 @@ async def _verify_and_restore(dsn: str, url: str, month: date) -> tuple[float, f
 # --- the child: one export, its seconds and peak RSS ---------------------------------------------
 
 
-async def _child(dsn: str, url: str, month: date) -> dict[str, Any]:
+async def _child(dsn: str, url: str, month: date, fmt: Format) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
         started = time.monotonic()
-        result = await export.export_month(conn, storage.open_url(url), TENANT, month)
+        where, limits = storage.open_url(url), export.Limits(format=fmt)
+        result = await export.export_month(conn, where, TENANT, month, limits)
         seconds = time.monotonic() - started
     finally:
         await conn.close()
@@ -166,5 +179,6 @@ async def _child(dsn: str, url: str, month: date) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    found = asyncio.run(_child(sys.argv[1], sys.argv[2], date.fromisoformat(sys.argv[3])))
+    chosen = formats.of_name(sys.argv[4])
+    found = asyncio.run(_child(sys.argv[1], sys.argv[2], date.fromisoformat(sys.argv[3]), chosen))
     print(json.dumps({"bench": found}), flush=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 SCENARIOS = (
     "throughput", "naive", "latency", "sweep", "memory", "retention", "cold", "api", "erasure",
+    "langgraph",
 )  # fmt: skip
 
 
@@ -22,6 +23,7 @@ class Config:
     messages: int = 10
     content_chars: int = 200
     throughput_n: int = 50_000
+    langgraph_threads: int = 5_000
     floor_batch: int = 500
     floor_connections: int = 2
     naive_n: int = 5_000
@@ -37,6 +39,7 @@ class Config:
     retention_rate: int = 1_000
     retention_baseline_s: float = 30.0
     cold_rows: int = 10_000_000
+    cold_format: str = "parquet"
     api_rows: int = 10_000_000
     api_rate: int = 200
     api_seconds: float = 30.0
@@ -52,6 +55,7 @@ class Config:
 
 QUICK = {
     "throughput_n": 2_000,
+    "langgraph_threads": 200,
     "naive_n": 300,
     "latency_rate": 200,
     "latency_seconds": 10.0,
@@ -75,6 +79,7 @@ _HELP = {
     "messages": "messages per checkpoint",
     "content_chars": "characters per message content (about)",
     "throughput_n": "throughput: due checkpoints archived by `archiver run`",
+    "langgraph_threads": "langgraph: threads of MESSAGES checkpoints (one message more each)",
     "floor_batch": "floor: checkpoints per COPY + INSERT transaction (as ARCHIVER_BATCH_SIZE)",
     "floor_connections": "floor: concurrent connections (as ARCHIVER_WORKERS)",
     "naive_n": "naive: checkpoints archived the seed's way (a subset of the throughput data)",
@@ -115,6 +120,9 @@ def parser() -> argparse.ArgumentParser:
         kind = float if isinstance(defaults[name], float) else int
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                        help=f"{text} (default {defaults[name]}, quick {QUICK.get(name, '=')})")  # fmt: skip
+    p.add_argument("--cold-format", choices=["parquet", "jsonl.zst", "jsonl.gz"], default=None,
+                   help="cold: the files' format, as ARCHIVER_COLD_FORMAT and"
+                        " ARCHIVER_COLD_COMPRESSION name it (default parquet)")  # fmt: skip
     p.add_argument("--no-pg-fsync", dest="pg_fsync", action="store_false",
                    help="PostgreSQL with fsync=off like the tests (default: fsync on)")  # fmt: skip
     p.add_argument("--profile", type=Path, default=None,

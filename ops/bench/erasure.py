@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 import sys
 import time
 from datetime import datetime
@@ -61,6 +63,7 @@ async def run(ctx: Context) -> Result:
             writer.stop.set()
             await task
         await retention._drain(archiver, dsn, len(writer.due))
+        windows["archiver_peak_rss_mb"] = round(archiver.status()["VmHWM"] / 1024, 1)
     return _result(ctx, loaded, load_s, victim_rows, writer, windows, log)
 
 
@@ -104,8 +107,9 @@ async def _windows(ctx: Context, env: dict[str, str], writer: retention.Writer) 
     argv = [sys.executable, "-m", "consumer", "erase", "--tenant", VICTIM_TENANT,
             "--customer", VICTIM, "--json"]  # fmt: skip
     began = time.monotonic()
-    code = await procs.run_to_end(argv, env, log, within=3600)
+    code, peak_kb = await _run_measured(argv, env, log, within=3600)
     found["erase_s"] = round(time.monotonic() - began, 2)
+    found["erase_peak_rss_mb"] = round(peak_kb / 1024, 1)
     if code != 0:
         raise RuntimeError(f"archiver erase exited {code}; see {log}")
     found["erasure"] = (start, time.time() * 1000)
@@ -113,6 +117,22 @@ async def _windows(ctx: Context, env: dict[str, str], writer: retention.Writer) 
     found["steps"] = _steps(log, start)
     await asyncio.sleep(retention.SETTLE_S)
     return found
+
+
+async def _run_measured(
+    argv: list[str], env: dict[str, str], log: Any, within: float
+) -> tuple[int, int]:
+    """Run a child to its end as procs.run_to_end does; its exit code and peak RSS in kB
+    (wait4's ru_maxrss: that child's alone, whatever it freed before exiting)."""
+    proc = procs.spawn(argv, env, log)
+    try:
+        _, status, usage = await asyncio.wait_for(asyncio.to_thread(os.wait4, proc.pid, 0),
+                                                  within)  # fmt: skip
+    except TimeoutError:
+        await procs.stop(proc, signal.SIGKILL)
+        raise TimeoutError(f"{argv[-1]} still running after {within:.0f}s; see {log}") from None
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait
+    return proc.returncode, usage.ru_maxrss
 
 
 def _steps(log: Any, start_ms: float) -> dict[str, float]:
@@ -146,6 +166,8 @@ def _result(
         "victim_live": VICTIM_LIVE,
         "rate": ctx.cfg.erasure_rate,
         "erase_s": windows["erase_s"],
+        "erase_peak_rss_mb": windows["erase_peak_rss_mb"],
+        "archiver_peak_rss_mb": windows["archiver_peak_rss_mb"],
         "steps_s": windows["steps"],
         "counts": report.get("counts", {}),
         "status": report.get("status"),

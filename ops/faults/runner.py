@@ -28,6 +28,8 @@ from ops.faults.procs import Fleet
 from ops.faults.workload import Mix, Writer, flood, retrying
 
 Inject = Callable[["Run"], Awaitable[None]]
+# A scenario with a harness of its own (another source's workload and oracle): it fills Result.
+Runner = Callable[["Cluster", "Scenario", bool, int, Path, "Result"], Awaitable[None]]
 
 
 async def _nothing(run: Run) -> None:
@@ -63,6 +65,7 @@ class Scenario:
     cleanup: Inject = _nothing
     env: Callable[[str], dict[str, str]] = _no_env
     relayed: Callable[[str], bool] = _not_relayed
+    runner: Runner | None = None  # None: the seed-json workload, ledger and oracle below
 
 
 @dataclass(slots=True)
@@ -127,7 +130,7 @@ async def run_scenario(
     result = Result(scenario.name, False, 0.0, checker.Verdict(), workdir=str(workdir))
     result.windows = scenario.windows.as_dict()
     try:
-        await _run(cluster, scenario, quick, seed, workdir, result)
+        await (scenario.runner or _run)(cluster, scenario, quick, seed, workdir, result)
     except Exception as exc:  # a harness failure is a failed scenario, with the reason
         result.error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"
     result.seconds = round(time.monotonic() - started, 1)
@@ -292,14 +295,18 @@ async def _judge(run: Run, observer: Observer, result: Result) -> None:
         )
 
 
-async def acl_denials(client: aioredis.Redis) -> list[str]:
+async def acl_denials(client: aioredis.Redis, user: str = redisacl.USER) -> list[str]:
     """Commands or keys the archiver's Redis user was refused (ACL LOG), as text."""
     entries = await redis_command(client, "ACL", "LOG", 100) or []
     found = []
     for entry in entries:
-        fields = dict(zip(entry[::2], entry[1::2], strict=False))
-        if _text(fields.get(b"username", b"")) == redisacl.USER:
-            found.append(f"{_text(fields.get(b'reason'))}: {_text(fields.get(b'object'))}")
+        # A flat list, or a map (redis-py parses ACL LOG so on some servers and protocols)
+        pairs = (
+            entry.items() if isinstance(entry, dict) else zip(entry[::2], entry[1::2], strict=False)
+        )
+        fields = {_text(k): v for k, v in pairs}
+        if _text(fields.get("username", "")) == user:
+            found.append(f"{_text(fields.get('reason'))}: {_text(fields.get('object'))}")
     return found
 
 

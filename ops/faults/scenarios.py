@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ops.faults import cold, erasure, hooks, retention, surroundings
+from ops.faults import cold, erasure, hooks, langgraph_source, retention, surroundings
 from ops.faults.procs import Proc
 from ops.faults.runner import Run, Scenario, redis_command
 from ops.faults.shapes import HANG_S, MB, due_soon, mix, windows
@@ -347,7 +347,7 @@ def cold_export(quick: bool) -> Scenario:
         "cold_export", "SIGKILL cold tier exports mid-way while archiving; the next one completes",
         windows(quick), mix(quick, duration=10.0 if quick else 30.0),
         functools.partial(cold.inject_cold_export, root=root), settle_s=60.0, cleanup=cleanup,
-        env=lambda name: cold.env(root) if name.startswith("cold") else {},
+        env=lambda name: cold.env(root, name) if name.startswith("cold") else {},
     )  # fmt: skip
 
 
@@ -380,5 +380,6 @@ SCENARIOS: dict[str, Callable[[bool], Scenario]] = {
     "retention": retention_kills,
     "cold_export": cold_export,
     "erasure_race": erasure_race,
+    "langgraph": langgraph_source.scenario,
     **surroundings.SCENARIOS,
 }

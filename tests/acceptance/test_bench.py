@@ -22,7 +22,7 @@ TINY = [
     "--cold-rows", "4000",
     "--api-rows", "6000", "--api-rate", "50", "--api-seconds", "1",
     "--erasure-rows", "6000", "--erasure-live", "500", "--erasure-rate", "50",
-    "--erasure-baseline-s", "1",
+    "--erasure-baseline-s", "1", "--langgraph-threads", "30",
 ]  # fmt: skip
 NUMBERS = {
     "throughput": ("ckpt_per_s", "msgs_per_s", "floor_rows_per_s", "ratio_vs_floor"),
@@ -55,10 +55,13 @@ NUMBERS = {
         "restore_rows_per_s",
     ),
     "api": ("latency_ms.all.p99", "floor_ms.all.p50", "ratio_p50_vs_floor", "capacity_rps"),
+    "langgraph": ("documents_per_s", "msgs_per_s", "floor_rows_per_s", "ratio_vs_floor"),
     "erasure": (
         "rows",
         "victim_rows",
         "erase_s",
+        "erase_peak_rss_mb",
+        "archiver_peak_rss_mb",
         "archive_ms.baseline.p99",
         "archive_ms.during_erasure.p99",
     ),
@@ -123,6 +126,7 @@ def test_quick_bench_writes_every_key_and_a_verdict_per_target(tmp_path: Path) -
     assert isinstance(memory["all_archived_before_ttl"], bool)
     assert memory["archived"] + memory["missing"] == memory["checkpoints"] == 300
     assert results["throughput"]["rows"] == results["throughput"]["expected_rows"]
+    assert results["langgraph"]["rows"] == results["langgraph"]["expected_rows"] == 300
     verdicts = {t["name"]: t["pass"] for t in results["targets"]}
     assert set(verdicts) == TARGETS
     assert all(isinstance(v, bool) for v in verdicts.values()), verdicts

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 
 from consumer.cold import layout
 from ops import seed
@@ -71,6 +72,19 @@ async def test_export_verify_ls_query_restore_on_s3(
         archiver(cold, "cold", "restore", "--tenant", "acme", "--month", month, "--json")
     )
     assert (restored["restored"], restored["skipped"]) == (rows, 0)
+    # the same month as gzip JSON lines: a new version, listed with its format, queried alike
+    as_jsonl = cold | {"ARCHIVER_COLD_FORMAT": "jsonl", "ARCHIVER_COLD_COMPRESSION": "gzip"}
+    again = json_of(archiver(as_jsonl, "cold", "export", "--month", month, "--json"))
+    assert (again["items"][0]["status"], again["items"][0]["version"]) == ("exported", 2)
+    assert again["failed_verify"] == 0
+    listed = json_of(archiver(cold, "cold", "ls", "--json"))
+    assert [(i["format"], i["compression"], i["version"]) for i in listed["items"]] == [
+        ("jsonl", "gzip", 2)
+    ]
+    assert "jsonl" in archiver(cold, "cold", "ls").stdout
+    assert json_of(archiver(cold, "cold", "query", sql, "--json"))["items"] == [{"n": rows}]
+    wrong = archiver(cold | {"ARCHIVER_COLD_COMPRESSION": "gzip"}, "cold", "ls")
+    assert wrong.returncode != 0 and "ARCHIVER_COLD_COMPRESSION" in wrong.stderr
     down = archiver(cold | {"ARCHIVER_S3_ENDPOINT_URL": "http://127.0.0.1:9"}, "cold", "verify")
     assert (
         down.returncode == 1
@@ -79,15 +93,18 @@ async def test_export_verify_ls_query_restore_on_s3(
     )
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 async def test_a_kill_mid_export_leaves_nothing_half_visible(
-    env: dict[str, str], db: asyncpg.Connection, tmp_path: Path
+    env: dict[str, str], db: asyncpg.Connection, tmp_path: Path, fmt: str
 ) -> None:
     """SIGKILL while the file is being written: no file under a final name, no record; the
-    next run exports, verifies and clears the staged leftovers."""
+    next run exports, verifies and clears the staged leftovers (in each format)."""
     month = await a_past_month(db, seed.Shape(tenants=("acme",), months=3, rows=100_000, chars=300))
     root = tmp_path / "cold"
-    cold = env | {"ARCHIVER_COLD_URL": f"file://{root}", "ARCHIVER_COLD_GROUP_BYTES": "1048576"}
+    cold = env | {"ARCHIVER_COLD_URL": f"file://{root}", "ARCHIVER_COLD_GROUP_BYTES": "1048576",
+                  "ARCHIVER_COLD_FORMAT": fmt}  # fmt: skip
     staging = root / layout.STAGING
+    pattern = "*.parquet" if fmt == "parquet" else "*.jsonl.zst"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "consumer", "cold", "export", "--month", month,
         env=cold, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -95,7 +112,7 @@ async def test_a_kill_mid_export_leaves_nothing_half_visible(
     try:
 
         async def writing() -> bool:
-            return any(p.stat().st_size > 0 for p in staging.rglob("*.parquet"))
+            return any(p.stat().st_size > 0 for p in staging.rglob(pattern))
 
         await eventually(writing, timeout=60, what="the export to be writing its staged file")
         proc.send_signal(signal.SIGKILL)
@@ -103,9 +120,9 @@ async def test_a_kill_mid_export_leaves_nothing_half_visible(
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
-    assert not list((root / layout.TABLE).rglob("*.parquet"))
+    assert not list((root / layout.TABLE).rglob("part-*"))
     assert await db.fetchval("SELECT count(*) FROM archived_partitions") == 0
     done = json_of(archiver(cold, "cold", "export", "--month", month, "--json", timeout=120))
     assert done["exported"] == 1 and done["failed_verify"] == 0
-    assert not list(staging.rglob("*.parquet"))
-    assert len(list((root / layout.TABLE).rglob("*.parquet"))) == 1
+    assert not list(staging.rglob("part-*"))
+    assert len(list((root / layout.TABLE).rglob(pattern))) == 1

@@ -140,6 +140,28 @@ def test_demo_stops_everything_it_started(workdir: Path) -> None:
     assert "checkpoint.archived" not in result.stdout + result.stderr
 
 
+LANGGRAPH_VERDICT = re.compile(
+    r"^nothing lost: (\d+)/(\d+) expected messages in conversation_history \(0 duplicates\),"
+    r" Redis keys left: 0$",
+    re.MULTILINE,
+)
+
+
+def test_the_langgraph_demo_archives_every_message_of_a_real_graph_once(workdir: Path) -> None:
+    args = ["--source", "langgraph-redis", "--conversations", "3"]
+    result = demo(workdir, *args, "--ttl", "6s", "--archive-after", "4s")
+    assert result.returncode == 0, result.stdout + result.stderr
+    verdict = LANGGRAPH_VERDICT.search(result.stdout)
+    assert verdict, result.stdout
+    found, expected = (int(g) for g in verdict.groups())
+    assert found == expected == 3 * 2 * 4  # 2 turns: question, tool call, tool answer, reply
+    assert "read back from PostgreSQL" in result.stdout
+    assert re.search(r"^  tool\s+checkpoint step", result.stdout, re.MULTILINE)
+    kept = started(result.stdout)
+    assert set(kept) == {"redis-server", "postgres"}
+    assert_gone([pid for pid, _ in kept.values()])
+
+
 def test_clean_refuses_a_folder_that_is_not_the_demos(tmp_path: Path) -> None:
     foreign = tmp_path / "precious"
     foreign.mkdir()

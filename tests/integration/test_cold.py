@@ -1,9 +1,11 @@
-"""The cold tier against real storage: a local directory and a private S3 API server (moto).
+"""The cold tier against real storage: a local directory and a private S3 API server (moto),
+in each format (Parquet; JSON lines, zstd and gzip).
 
-A month goes from PostgreSQL to Parquet and back without a difference; DuckDB reads the files
+A month goes from PostgreSQL to the files and back without a difference; DuckDB reads the files
 in place and returns what PostgreSQL had; verify catches a corrupted, truncated or missing
 file; an export is idempotent, a changed month gets a new version; an S3 outage in the middle
-of an export leaves nothing half-visible and the next run completes."""
+of an export leaves nothing half-visible and the next run completes; a month can change format
+(a new version) and months in different formats are queried as one table."""
 
 from __future__ import annotations
 
@@ -15,11 +17,22 @@ from typing import Any
 import asyncpg
 import duckdb
 import orjson
-import pyarrow.parquet as pq
 import pytest
 from pyarrow import fs
 
-from consumer.cold import export, layout, query, records, restore, storage, verify
+from consumer.cold import (
+    export,
+    files,
+    formats,
+    gate,
+    layout,
+    query,
+    records,
+    restore,
+    storage,
+    verify,
+)
+from consumer.cold.formats import Format
 from consumer.cold.storage import Storage
 from tests import s3server
 
@@ -82,12 +95,15 @@ def duck_rows(where: Storage, tenant: str = TENANT) -> set[tuple[Any, ...]]:
         con.close()
 
 
-def native_duck_rows(where: Storage, tenant: str = TENANT) -> set[tuple[Any, ...]]:
-    """DuckDB's own Parquet reader over the layout, Hive partitioning on."""
+def native_duck_rows(
+    where: Storage, fmt: Format = formats.PARQUET, tenant: str = TENANT
+) -> set[tuple[Any, ...]]:
+    """DuckDB's own Parquet or JSON reader over the layout, Hive partitioning on."""
     columns = ", ".join(f'"{c}"' for c in COMPARED)
-    files = where.path(layout.glob())
+    paths = where.path(layout.glob(fmt))
+    reader = "read_parquet" if fmt.name == "parquet" else "read_json"
     found = duckdb.sql(
-        f"SELECT {columns} FROM read_parquet('{files}', hive_partitioning = true)"
+        f"SELECT {columns} FROM {reader}('{paths}', hive_partitioning = true)"
         f" WHERE tenant_id = '{tenant}'"
     )
     assert found is not None
@@ -103,8 +119,19 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     return storage.open_url(bucket, request.getfixturevalue("s3_env"))
 
 
+@pytest.fixture(params=formats.EVERY, ids=lambda f: f.label)
+def fmt(request: pytest.FixtureRequest) -> Format:
+    """Each format of the files."""
+    chosen: Format = request.param
+    return chosen
+
+
+def limits_of(fmt: Format) -> export.Limits:
+    return export.Limits(format=fmt)
+
+
 async def test_round_trip_and_duckdb(
-    db: asyncpg.Connection, database_url: str, where: Storage
+    db: asyncpg.Connection, database_url: str, where: Storage, fmt: Format
 ) -> None:
     """Export (as the archiver's role), verify, query in place, lose the rows, restore."""
     await seed(db)
@@ -112,14 +139,17 @@ async def test_round_trip_and_duckdb(
     before = await pg_rows(db)
     conn = await asyncpg.connect(database_url)
     try:
-        result = await export.export_month(conn, where, TENANT, MONTH)
+        result = await export.export_month(conn, where, TENANT, MONTH, limits_of(fmt))
         assert (result.status, result.version, result.rows, result.files) == ("exported", 1, 40, 1)
+        record = await records.current(conn, TENANT, MONTH)
+        assert record is not None and formats.of_record(record) == fmt
+        assert storage.exists(where, layout.part(TENANT, MONTH, 0, fmt))
         checked = await verify.verify(conn, where, TENANT)
         assert [c.ok for c in checked] == [True]
         assert duck_rows(where) == before
         if where.url.startswith("file://"):  # any engine reads the layout itself
-            assert native_duck_rows(where) == before
-        again = await export.export_month(conn, where, TENANT, MONTH)
+            assert native_duck_rows(where, fmt) == before
+        again = await export.export_month(conn, where, TENANT, MONTH, limits_of(fmt))
         assert again.status == "unchanged"
         await db.execute("DELETE FROM conversation_history WHERE tenant_id = $1", TENANT)
         await db.execute("DELETE FROM conversations WHERE tenant_id = $1", TENANT)
@@ -134,6 +164,44 @@ async def test_round_trip_and_duckdb(
         await conn.close()
     manifest = orjson.loads(storage.read_bytes(where, layout.manifest(result.export_id or "")))
     assert (manifest["rows"], manifest["current"], manifest["files"][0]["rows"]) == (40, True, 40)
+    assert (manifest["format"], manifest["compression"]) == (fmt.name, fmt.compression)
+    assert manifest["files"][0]["path"].endswith(fmt.suffix)
+
+
+async def test_a_format_change_is_a_new_version_and_formats_mix(
+    db: asyncpg.Connection, database_url: str, where: Storage
+) -> None:
+    """A month exported as Parquet, then as JSON lines: version 2, its Parquet file gone; a
+    month of another tenant stays Parquet, one more is gzip JSON lines: DuckDB's view holds
+    every row once; verify and restore read each version in its own format."""
+    jsonl, gz = formats.of_name("jsonl.zst"), formats.of_name("jsonl.gz")
+    await seed(db, n=12)
+    await seed(db, tenant="other", n=5)
+    await seed(db, tenant="third", n=7)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await export.export_month(conn, where, TENANT, MONTH)
+        await export.export_month(conn, where, "other", MONTH)
+        await export.export_month(conn, where, "third", MONTH, limits_of(gz))
+        second = await export.export_month(conn, where, TENANT, MONTH, limits_of(jsonl))
+        assert (second.status, second.version, second.rows) == ("exported", 2, 12)
+        again = await export.export_month(conn, where, TENANT, MONTH, limits_of(jsonl))
+        assert again.status == "unchanged"
+        assert not storage.exists(where, layout.part(TENANT, MONTH, 0))
+        assert storage.exists(where, layout.part(TENANT, MONTH, 0, jsonl))
+        assert [c.ok for c in await verify.verify(conn, where)] == [True, True, True]
+        listed = {r["tenant_id"]: formats.of_record(r) for r in await records.listing(conn)}
+        assert listed == {TENANT: jsonl, "other": formats.PARQUET, "third": gz}
+        for tenant in (TENANT, "other", "third"):
+            assert duck_rows(where, tenant) == await pg_rows(db, tenant)
+        tenants = (TENANT, "other", "third")
+        before = [await pg_rows(db, tenant) for tenant in tenants]
+        await db.execute("DELETE FROM conversation_history")
+        for tenant in tenants:
+            await restore.restore(conn, where, tenant, MONTH)
+        assert [await pg_rows(db, tenant) for tenant in tenants] == before
+    finally:
+        await conn.close()
 
 
 async def test_late_rows_make_a_new_version(
@@ -165,6 +233,53 @@ async def test_late_rows_make_a_new_version(
     assert (manifest["version"], manifest["supersedes"]) == (2, first.export_id)
 
 
+async def test_a_file_the_export_does_not_name_fails_verify_until_exported_again(
+    db: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    """A format change stopped between moving its new files in and removing the old: the old
+    version's files are intact but the query view would read both, so verify says so; the
+    next export (in the new format) records the new files and removes the old."""
+    where = storage.open_url(f"file://{tmp_path}/cold")
+    jsonl = formats.of_name("jsonl.zst")
+    await seed(db, n=10)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await export.export_month(conn, where, TENANT, MONTH)
+        folder = tmp_path / "cold" / layout.month_dir(TENANT, MONTH)
+        (folder / layout.part_name(0, jsonl)).write_bytes(b"left by a killed export")
+        (checked,) = await verify.verify(conn, where)
+        assert not checked.ok and "part-0.jsonl.zst" in (checked.problem or "")
+        done = await export.export_month(conn, where, TENANT, MONTH, limits_of(jsonl))
+        assert (done.status, done.version) == ("exported", 2)
+        assert sorted(p.name for p in folder.iterdir()) == ["part-0.jsonl.zst"]
+        assert [c.ok for c in await verify.verify(conn, where)] == [True]
+        assert duck_rows(where) == await pg_rows(db)
+    finally:
+        await conn.close()
+
+
+async def test_an_unchanged_month_never_verified_is_verified_by_the_next_export(
+    db: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    """An export killed after recording its version, before verifying it: the next export
+    run (the `cold` job, retention's gate, `archiver cold export`) verifies it."""
+    where = storage.open_url(f"file://{tmp_path}/cold")
+    await seed(db, n=10)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await export.export_month(conn, where, TENANT, MONTH)  # recorded, not verified
+        result, checked = await gate.exported_and_verified(
+            conn, where, TENANT, MONTH, export.Limits()
+        )
+        assert result.status == "unchanged" and checked is not None and checked.ok
+        record = await records.current(conn, TENANT, MONTH)
+        assert record is not None and record["verified_at"] is not None
+        again = await gate.exported_and_verified(conn, where, TENANT, MONTH, export.Limits())
+        assert again[1] is None  # verified and unchanged: nothing read again
+    finally:
+        await conn.close()
+
+
 def _corrupt(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -179,15 +294,16 @@ def _truncate(path: Path) -> None:
     "damage", [_corrupt, _truncate, Path.unlink], ids=["corrupted", "truncated", "missing"]
 )
 async def test_verify_catches_a_damaged_file(
-    db: asyncpg.Connection, database_url: str, tmp_path: Path, damage: Callable[[Path], None]
-) -> None:
+    db: asyncpg.Connection, database_url: str, tmp_path: Path, damage: Callable[[Path], None],
+    fmt: Format,
+) -> None:  # fmt: skip
     where = storage.open_url(f"file://{tmp_path}/cold")
     await seed(db, n=10)
     conn = await asyncpg.connect(database_url)
     try:
-        await export.export_month(conn, where, TENANT, MONTH)
+        await export.export_month(conn, where, TENANT, MONTH, limits_of(fmt))
         assert [c.ok for c in await verify.verify(conn, where)] == [True]
-        damage(tmp_path / "cold" / layout.part(TENANT, MONTH, 0))
+        damage(tmp_path / "cold" / layout.part(TENANT, MONTH, 0, fmt))
         (checked,) = await verify.verify(conn, where)
         assert not checked.ok and checked.problem
         record = await records.current(conn, TENANT, MONTH)
@@ -198,9 +314,11 @@ async def test_verify_catches_a_damaged_file(
         await conn.close()
 
 
+@pytest.mark.parametrize("fmt", [formats.PARQUET, formats.of_name("jsonl.zst")],
+                         ids=lambda f: f.label)  # fmt: skip
 async def test_s3_outage_mid_export_leaves_nothing_half_visible(
     db: asyncpg.Connection, database_url: str, s3_server: s3server.MotoServer, s3_bucket: str,
-    s3_env: str, monkeypatch: pytest.MonkeyPatch,
+    s3_env: str, monkeypatch: pytest.MonkeyPatch, fmt: Format,
 ) -> None:  # fmt: skip
     """S3 stops answering once the files are staged: the export fails, no file is under its
     final name and no record names one; S3 back, the next run completes and cleans up."""
@@ -218,28 +336,28 @@ async def test_s3_outage_mid_export_leaves_nothing_half_visible(
     conn = await asyncpg.connect(database_url)
     try:
         with pytest.raises(OSError, match="AWS Error"):
-            await export.export_month(conn, where, TENANT, MONTH)
+            await export.export_month(conn, where, TENANT, MONTH, limits_of(fmt))
         s3_server.resume()
         assert await records.current(conn, TENANT, MONTH) is None
         # A copy sent before the outage may still land after it: then whole, never partial.
-        assert _rows_under_final_names(where) in (0, 10)
+        assert _rows_under_final_names(where, fmt) in (0, 10)
         monkeypatch.setattr(export, "_publish", publish)
-        done = await export.export_month(conn, where, TENANT, MONTH)
+        done = await export.export_month(conn, where, TENANT, MONTH, limits_of(fmt))
         assert done.status == "exported"
         assert [c.ok for c in await verify.verify(conn, where)] == [True]
         assert _files_under(where, layout.staging_dir(TENANT, MONTH)) == []
-        assert _rows_under_final_names(where) == 10
+        assert _rows_under_final_names(where, fmt) == 10
     finally:
         s3_server.resume()
         await conn.close()
 
 
-def _rows_under_final_names(where: Storage) -> int:
-    """Rows in the files under the month's directory (every one must be a whole Parquet file)."""
+def _rows_under_final_names(where: Storage, fmt: Format) -> int:
+    """Rows in the files under the month's directory (every one must be a whole file)."""
     rows = 0
     for path in _files_under(where, layout.month_dir(TENANT, MONTH)):
-        with where.filesystem.open_input_file(path) as raw:
-            rows += pq.ParquetFile(raw).metadata.num_rows
+        relative = path.removeprefix(f"{where.base}/")
+        rows += sum(b.num_rows for b in files.batches(where, relative, fmt, 10_000))
     return rows
 
 

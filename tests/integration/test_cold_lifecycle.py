@@ -100,9 +100,14 @@ async def test_export_policy_deletes_only_verified_covered_months_and_late_rows_
     assert current is not None and current["version"] == 2 and current["verified_at"] is not None
 
 
+@pytest.mark.parametrize(
+    "fmt", [("parquet", "zstd"), ("jsonl", "zstd"), ("jsonl", "gzip")], ids="/".join
+)
 async def test_the_cold_job_exports_months_past_export_policies_only(
-    db: asyncpg.Connection, pool: asyncpg.Pool, make_settings: MakeSettings, tmp_path: Path
-) -> None:
+    db: asyncpg.Connection, pool: asyncpg.Pool, make_settings: MakeSettings, tmp_path: Path,
+    fmt: tuple[str, str],
+) -> None:  # fmt: skip
+    """In the format ARCHIVER_COLD_FORMAT and ARCHIVER_COLD_COMPRESSION name."""
     url = f"file://{tmp_path}/cold"
     now: datetime = await db.fetchval("SELECT now()")
     await seed.load(db, SHAPE, now)
@@ -111,14 +116,18 @@ async def test_the_cold_job_exports_months_past_export_policies_only(
     listed = {j.name: j.schedule for j in periodic.registered(make_settings(cold_url=url))}
     assert listed["cold"] == "0 3 1 * *"
     assert periodic.named(make_settings(), "cold").schedule == "off"  # no cold tier, no runs
-    counts = await run_job(pool, make_settings, "cold", cold_url=url)
+    chosen = {"cold_format": fmt[0], "cold_compression": fmt[1]}
+    counts = await run_job(pool, make_settings, "cold", cold_url=url, **chosen)
     assert counts["exported"] > 0 and counts["failed_verify"] == 0
+    exported = await records.listing(db, "acme")
+    assert {(r["format"], r["compression"]) for r in exported} == {fmt}
+    assert sum(cold_count(url, "acme").values()) == sum(r["row_count"] for r in exported)
     assert {i["tenant"] for i in counts["items"]} == {"acme"}
     cutoff = now - timedelta(days=45)
     for item in counts["items"]:
         end = datetime.fromisoformat(f"{item['month']}-01T00:00:00+00:00") + timedelta(days=31)
         assert end.replace(day=1) <= cutoff.astimezone(UTC)
-    again = await run_job(pool, make_settings, "cold", cold_url=url)
+    again = await run_job(pool, make_settings, "cold", cold_url=url, **chosen)
     assert again["exported"] == 0 and again["unchanged"] == counts["exported"]
 
 

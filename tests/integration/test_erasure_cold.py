@@ -1,4 +1,5 @@
-"""Erasure in the cold tier (a local directory and the private S3 server): the subject's rows
+"""Erasure in the cold tier (a local directory and the private S3 server; Parquet and JSON lines
+files, rewritten in their own format): the subject's rows
 leave every file that held them (a new, verified version of the month), DuckDB finds nothing,
 a restore brings nothing of the subject back (also while the erasure is still running), and a
 step killed after moving its files into place is resumed."""
@@ -15,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumer import erasure, exceptions, service, settings
-from consumer.cold import export, query, records, restore, storage, verify
+from consumer.cold import export, formats, gate, layout, query, records, restore, storage, verify
 from consumer.cold.storage import Storage
 from tests.conftest import MakeSettings
 from tests.integration.test_erasure import KEY, archive, everyone
@@ -30,9 +31,12 @@ def cold_url(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str |
     return request.getfixturevalue("s3_bucket"), request.getfixturevalue("s3_env")
 
 
-@pytest.fixture
-def s(make_settings: MakeSettings, cold_url: tuple[str, str | None]) -> settings.Settings:
-    return make_settings(erasure_key=KEY, cold_url=cold_url[0], s3_endpoint_url=cold_url[1])
+@pytest.fixture(params=["parquet", "jsonl"])
+def s(
+    request: pytest.FixtureRequest, make_settings: MakeSettings, cold_url: tuple[str, str | None]
+) -> settings.Settings:
+    return make_settings(erasure_key=KEY, cold_url=cold_url[0], s3_endpoint_url=cold_url[1],
+                         cold_format=request.param)  # fmt: skip
 
 
 @pytest.fixture
@@ -68,10 +72,11 @@ def cold_customers(where: Storage) -> list[Any]:
 
 
 async def exported(parts: service.Parts, where: Storage, redis: aioredis.Redis) -> None:
-    """Everyone archived, acme's month exported and verified (as the writer role)."""
+    """Everyone archived, acme's month exported and verified (as the writer role), in the
+    format the settings name."""
     await archive(parts, *await everyone(redis))
     async with parts.pool.acquire() as conn:
-        result = await export.export_month(conn, where, "acme", MONTH)
+        result = await export.export_month(conn, where, "acme", MONTH, gate.limits(parts.settings))
         assert result.status == "exported"
         assert [c.ok for c in await verify.verify(conn, where, "acme")] == [True]
     assert cold_customers(where) == ["anna", "annabel", "bob"]
@@ -92,6 +97,9 @@ async def test_the_subject_leaves_the_cold_tier_and_a_restore_brings_nothing_bac
     async with parts.pool.acquire() as conn:
         record = await records.current(conn, "acme", MONTH)
         assert record is not None and record["version"] == 2 and record["row_count"] == 4
+        fmt = gate.limits(parts.settings).format
+        assert formats.of_record(record) == fmt  # rewritten in its own format
+        assert storage.exists(where, layout.part("acme", MONTH, 0, fmt))
         assert [c.ok for c in await verify.verify(conn, where, "acme")] == [True]
         # retention lets the month go; a restore puts back everyone but her
         await db.execute("DELETE FROM conversation_history WHERE tenant_id = 'acme'")

@@ -20,7 +20,7 @@ IN_MAKE_TEST = (
     "kill9", "pg_outage", "pg_hang", "redis_hang", "redis_restart", "pubsub_killed",
     "replicas", "rewrite_race", "flood", "no_notifications", "retention",
     "log_stall", "acl", "pg_least_privilege", "clock_skew", "pg_lock_timeout", "pg_disk_full",
-    "huge_payloads", "erasure_race",
+    "huge_payloads", "erasure_race", "langgraph",
 )  # fmt: skip
 
 

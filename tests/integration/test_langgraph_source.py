@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -315,22 +315,189 @@ async def test_a_thread_of_n_checkpoints_sends_each_message_once_not_n_squared(
     assert await db.fetchval("SELECT count(*) FROM conversation_history") == 2 * turns
 
 
-@pytest.mark.timeout(120)
-async def test_delete_archived_compare_and_deletes_each_archived_checkpoint(
-    make_lg: MakeSettings, stack_admin_url: str, db: asyncpg.Connection
-) -> None:
-    with sync_saver(RedisSaver, stack_admin_url) as saver:
-        lists = await asyncio.to_thread(_chat, saver, "acme/delete-1", 2)
-    async with service.connected(make_lg(archive_after="1s", delete_archived=True)) as parts:
-        report = await parts.sweeper.sweep()
-    assert report.outcome.archived == len(lists) == 6
-    admin = aioredis.Redis.from_url(stack_admin_url)
+async def _thread_keys(admin_url: str, thread: str) -> list[bytes]:
+    """Every key of a thread, all families (checkpoint, checkpoint_latest, checkpoint_write,
+    write_keys_zset, write_registry)."""
+    admin = aioredis.Redis.from_url(admin_url)
     try:
-        assert not [k async for k in admin.scan_iter(match="checkpoint:acme/delete-1:__empty__:*")]
-        assert await admin.exists("checkpoint_latest:acme/delete-1:__empty__")  # left to its TTL
+        found = [k async for k in admin.scan_iter(match=f"*:{thread}:*", count=1000)]
+        return sorted(k for k in found if not k.startswith(b"archiver:"))  # not our shadows
     finally:
         await admin.aclose()
-    assert await db.fetchval("SELECT count(*) FROM conversation_history") == 4
+
+
+def _families(found: list[bytes]) -> set[str]:
+    return {k.decode().partition(":")[0] for k in found}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", [RedisSaver, ShallowRedisSaver], ids=["full", "shallow"])
+async def test_delete_archived_deletes_a_whole_thread_once_its_latest_is_archived(
+    kind: type[Any], make_lg: MakeSettings, stack_delete_url: str, stack_admin_url: str,
+    db: asyncpg.Connection,
+) -> None:  # fmt: skip
+    thread = f"acme/delete-{kind.__name__}"
+    expected = await asyncio.to_thread(_run_sync, kind, stack_admin_url, thread)
+    before = _families(await _thread_keys(stack_admin_url, thread))
+    assert {"checkpoint", "checkpoint_write"} <= before  # with a subgraph's and pending writes
+    config = make_lg(redis_url=stack_delete_url, archive_after="1s", delete_archived=True)
+    async with service.connected(config) as parts:
+        report = await parts.sweeper.sweep()
+        assert report.outcome.archived >= 1
+        assert await _thread_keys(stack_admin_url, thread) == []  # every family, all of them
+        redis = parts.archiver.redis
+        assert await redis.client.zcard(redis.layout.deadlines) == 0
+        ours = [k async for k in redis.client.scan_iter(match=f"archiver:*{thread}*")]
+        assert ours == []  # shadows ("done"), claims and hold marks too
+    rows = await _archived(db, thread.split("/", 1)[1])
+    keys = [r["message_key"].removeprefix("id:") for r in rows]
+    assert len(keys) == len(set(keys))
+    if kind is RedisSaver:
+        assert set(keys) == expected
+    else:
+        assert expected <= set(keys)
+
+
+@pytest.mark.timeout(120)
+async def test_delete_archived_never_deletes_a_thread_that_moved_on(
+    make_lg: MakeSettings, stack_delete_url: str, stack_admin_url: str, db: asyncpg.Connection
+) -> None:
+    thread = "acme/moved-on"
+    with sync_saver(RedisSaver, stack_admin_url) as saver:
+        await asyncio.to_thread(_chat, saver, thread, 1)
+    config = make_lg(redis_url=stack_delete_url, archive_after="1s", delete_archived=True)
+    async with service.connected(config) as parts:
+        checkpoints = parts.archiver.redis
+        delete_thread = checkpoints._delete_thread
+        results: list[int] = []
+
+        async def moving_on(*args: Any) -> int:
+            """After the thread's keys are listed, before the compare-and-delete, the
+            application writes the thread's next turn."""
+            if not results:
+                with sync_saver(RedisSaver, stack_admin_url) as saver:
+                    await asyncio.to_thread(_chat, saver, thread, 1)
+            results.append(await delete_thread(*args))
+            return results[-1]
+
+        checkpoints._delete_thread = moving_on  # type: ignore[method-assign,assignment]
+        first = await parts.sweeper.sweep()
+        assert first.outcome.archived == 3 and results == [0]  # moved on: kept
+        kept = await _thread_keys(stack_admin_url, thread)
+        assert len([k for k in kept if k.startswith(b"checkpoint:")]) == 6  # nothing deleted
+        archived = []
+
+        async def swept() -> bool:  # once the new turn is due, the thread goes
+            archived.append((await parts.sweeper.sweep()).outcome.archived)
+            return await _thread_keys(stack_admin_url, thread) == []
+
+        await eventually(swept, 30, "the thread deleted")
+        assert sum(archived) == 3 and results == [0, 1]
+    keys = [r["message_key"] for r in await _archived(db, "moved-on")]
+    assert len(keys) == len(set(keys)) == 4  # two turns of a question and a reply, once each
+
+
+@pytest.mark.timeout(120)
+async def test_a_latest_archived_before_an_older_checkpoint_deletes_its_thread_on_retry(
+    make_lg: MakeSettings, stack_delete_url: str, stack_admin_url: str, db: asyncpg.Connection
+) -> None:
+    thread = "acme/latest-first"
+    with sync_saver(RedisSaver, stack_admin_url) as saver:
+        await asyncio.to_thread(_chat, saver, thread, 1)
+    admin = aioredis.Redis.from_url(stack_admin_url)
+    config = make_lg(
+        redis_url=stack_delete_url, archive_after="1s", delete_archived=True, claim_ttl="1s"
+    )
+    try:
+        latest = cast(bytes, await admin.get(f"checkpoint_latest:{thread}:__empty__")).decode()
+        async with service.connected(config) as parts:
+            outcome = await parts.archiver.archive([latest], parts.sweeper.window.due_ms)
+            assert outcome.archived == 1  # the older two are not archived yet: kept, retried
+            assert len(await _thread_keys(stack_admin_url, thread)) > 1
+            assert await admin.get(parts.archiver.redis.layout.shadow(latest)) == b""
+            assert await admin.zscore(parts.archiver.redis.layout.deadlines, latest) is not None
+
+            async def swept() -> bool:
+                await parts.sweeper.sweep()
+                return await _thread_keys(stack_admin_url, thread) == []
+
+            await eventually(swept, 30, "the thread deleted once every checkpoint is archived")
+    finally:
+        await admin.aclose()
+    keys = [r["message_key"] for r in await _archived(db, "latest-first")]
+    assert len(keys) == len(set(keys)) == 2
+
+
+@pytest.mark.timeout(120)
+async def test_a_thread_whose_keys_cannot_be_listed_is_left_to_its_ttl(
+    make_lg: MakeSettings, stack_delete_url: str, stack_admin_url: str, db: asyncpg.Connection
+) -> None:
+    thread = "acme/unlisted"
+    with sync_saver(RedisSaver, stack_admin_url) as saver:
+        await asyncio.to_thread(_chat, saver, thread, 1)
+    admin = aioredis.Redis.from_url(stack_admin_url)
+    try:
+        await admin.ft("checkpoint").dropindex()  # its documents stay
+    finally:
+        await admin.aclose()
+    before = await _thread_keys(stack_admin_url, thread)
+    config = make_lg(redis_url=stack_delete_url, archive_after="1s", delete_archived=True)
+    async with service.connected(config) as parts:
+        report = await parts.sweeper.sweep()
+    assert (report.outcome.archived, report.outcome.errors) == (3, 0)
+    assert await _thread_keys(stack_admin_url, thread) == before  # nothing deleted
+    assert len(await _archived(db, "unlisted")) == 2
+
+
+@pytest.mark.timeout(120)
+async def test_refresh_on_read_is_archived_once_and_no_ttl_is_ever_shortened(
+    lg_settings: settings.Settings, stack_admin_url: str, db: asyncpg.Connection
+) -> None:
+    thread = "acme/refresh-1"
+    ttl = {"default_ttl": TTL_MINUTES, "refresh_on_read": True}
+    config: RunnableConfig = {"configurable": {"thread_id": thread}}
+    admin = aioredis.Redis.from_url(stack_admin_url)
+    pointer = f"checkpoint_latest:{thread}:__empty__"
+    expiries: dict[str, list[int]] = {}
+
+    async def read_and_note() -> None:
+        """The application reads the thread (which extends its latest checkpoint's TTL); each
+        key's expiry time (PEXPIRETIME, absolute) is noted."""
+        await asyncio.to_thread(saver.get_tuple, config)
+        found = await admin.get(pointer)
+        latest = found.decode() if isinstance(found, bytes) else ""
+        for key in (latest, pointer):
+            if key:
+                expiries.setdefault(key, []).append(int(await admin.pexpiretime(key)))
+
+    async def older_ones_archived() -> bool:
+        await read_and_note()
+        return bool(await _archived(db, "refresh-1"))
+
+    try:
+        with RedisSaver.from_conn_string(stack_admin_url, ttl=ttl) as saver:
+            saver.setup()
+            async with archiver(lg_settings):
+                expected = await asyncio.to_thread(_run_sync_with, saver, thread)
+                # While the latest checkpoint is kept alive by reads, the older ones come due
+                # and are archived; then the reads stop and everything expires.
+                await eventually(older_ones_archived, 30, "older checkpoints archived")
+                for _ in range(3):
+                    await read_and_note()
+                await _check(db, stack_admin_url, thread, expected, exact=True)
+    finally:
+        await admin.aclose()
+    assert expiries and all(times == sorted(times) for times in expiries.values())
+    assert all(t > 0 for times in expiries.values() for t in times)  # a TTL, never removed
+
+
+def _run_sync_with(saver: Any, thread: str) -> set[str]:
+    app = build(saver)
+    config: RunnableConfig = {"configurable": {"thread_id": thread}}
+    app.invoke(_first_turn(), config)
+    seen = _ids(list(saver.list(config)))
+    app.invoke(_second_turn(), config)
+    return seen | _ids(list(saver.list(config)))
 
 
 @contextlib.contextmanager

@@ -144,3 +144,34 @@ def test_a_batch_sends_each_message_of_a_thread_once() -> None:
     one = s.decode(KEY, raw(document([message("human", "hi", "h1")])))
     two = s.decode(KEY, raw(document([message("human", "hi", "h1"), message("ai", "yo", "a1")])))
     assert [[m.key for m in c.messages] for c in s.unseen([one, two])] == [["id:h1"], ["id:a1"]]
+
+
+def deleting() -> lg.LangGraphRedis:
+    return lg.LangGraphRedis(codecs.CodecOptions(), lg.Mapping(), True)
+
+
+def test_a_thread_is_deleted_whole_only_with_delete_archived() -> None:
+    assert source().thread_of(KEY) is None
+    thread = deleting().thread_of(KEY)
+    assert thread is not None
+    assert thread.thread == "acme/t-1"
+    assert thread.query == r"@thread_id:{acme\/t\-1}"  # a tag: punctuation escaped
+    assert thread.latest == "checkpoint_latest:acme/t-1:__empty__"
+    assert thread.writes_index == f"write_keys_zset:acme/t-1:__empty__:{CID}"
+    shallow = deleting().thread_of("checkpoint:acme/t-1:")
+    assert shallow is not None and shallow.latest is None
+    assert shallow.writes_index == "write_registry:acme/t-1:__empty__:shallow"
+
+
+def test_a_threads_keys_are_every_family_of_that_thread_only() -> None:
+    thread = deleting().thread_of(KEY)
+    assert thread is not None
+    sub = f"checkpoint:acme/t-1:inner:{CID}:{CID}"
+    write = f"checkpoint_write:acme/t-1:__empty__:{CID}:task:0"
+    other_case = f"checkpoint:ACME/t-1:__empty__:{CID}"  # a tag matches case-insensitively
+    roots, others = thread.keys([KEY, sub, write, other_case])
+    assert roots == [KEY]
+    assert set(others) == {
+        sub, write, f"checkpoint_latest:acme/t-1:inner:{CID}", f"write_keys_zset:acme/t-1:inner:{CID}:{CID}",
+        "checkpoint_latest:acme/t-1:__empty__", f"write_keys_zset:acme/t-1:__empty__:{CID}",
+    }  # fmt: skip
