@@ -54,10 +54,19 @@ SELECT 1;
 
 -- name: api_conversations_page
 -- Newest first by start, keyset-paginated on (started_at, conversation_id); message counts for
--- the page's rows only, from what the archive holds now.
+-- the page's rows only, from what the archive holds now. Each row also says whether the tenant
+-- has any verified export within the window (maybe_cold: an uncorrelated subquery, computed
+-- once and cheap to plan); only then does the request ask api_cold_months which months are
+-- cold, so that most requests spare that round trip and its planning.
 SELECT p.*,
        (SELECT count(*) FROM conversation_history h
-        WHERE h.tenant_id = $1 AND h.conversation_id = p.conversation_id) AS message_count
+        WHERE h.tenant_id = $1 AND h.conversation_id = p.conversation_id) AS message_count,
+       EXISTS (
+           SELECT 1 FROM archived_partitions a
+           WHERE a.table_name = 'conversation_history' AND a.tenant_id = $1 AND a.is_current
+             AND a.verified_at IS NOT NULL
+             AND ($4::timestamptz IS NULL OR (a.month + interval '1 month')::timestamp AT TIME ZONE 'UTC' > $4)
+             AND ($5::timestamptz IS NULL OR a.month::timestamp AT TIME ZONE 'UTC' < $5)) AS maybe_cold
 FROM (
     SELECT conversation_id, customer_id, user_id, started_at, ended_at
     FROM conversations
@@ -74,8 +83,13 @@ FROM (
 ORDER BY p.started_at DESC, p.conversation_id DESC;
 
 -- name: api_conversation_messages_page
--- A conversation's messages in order, keyset-paginated on ("timestamp", id).
-SELECT id, "timestamp", message_role, message_content, metadata
+-- A conversation's messages in order, keyset-paginated on ("timestamp", id); each row also
+-- says whether the tenant has any verified export (maybe_cold, as api_conversations_page).
+SELECT id, "timestamp", message_role, message_content, metadata,
+       EXISTS (
+           SELECT 1 FROM archived_partitions a
+           WHERE a.table_name = 'conversation_history' AND a.tenant_id = $1 AND a.is_current
+             AND a.verified_at IS NOT NULL) AS maybe_cold
 FROM conversation_history
 WHERE tenant_id = $1 AND conversation_id = $2
   AND ($3::timestamptz IS NULL OR ("timestamp", id) > ($3, $4::bigint))
@@ -86,8 +100,16 @@ LIMIT $5;
 SELECT EXISTS (SELECT 1 FROM conversations WHERE tenant_id = $1 AND conversation_id = $2);
 
 -- name: api_customer_messages_page
--- A customer's messages across conversations, in order, keyset-paginated on ("timestamp", id).
-SELECT id, conversation_id, user_id, "timestamp", message_role, message_content, metadata
+-- A customer's messages across conversations, in order, keyset-paginated on ("timestamp", id);
+-- each row also says whether the tenant has a verified export in the window (maybe_cold, as
+-- api_conversations_page).
+SELECT id, conversation_id, user_id, "timestamp", message_role, message_content, metadata,
+       EXISTS (
+           SELECT 1 FROM archived_partitions a
+           WHERE a.table_name = 'conversation_history' AND a.tenant_id = $1 AND a.is_current
+             AND a.verified_at IS NOT NULL
+             AND ($3::timestamptz IS NULL OR (a.month + interval '1 month')::timestamp AT TIME ZONE 'UTC' > $3)
+             AND ($4::timestamptz IS NULL OR a.month::timestamp AT TIME ZONE 'UTC' < $4)) AS maybe_cold
 FROM conversation_history
 WHERE tenant_id = $1 AND customer_id = $2
   AND ($3::timestamptz IS NULL OR "timestamp" >= $3)
@@ -122,10 +144,11 @@ SELECT (SELECT count(*) FROM c) AS conversation_count,
 FROM (SELECT 1) one LEFT JOIN firsts f ON true LEFT JOIN lasts l ON true;
 
 -- name: api_cold_months
--- The tenant's months (first days) whose history is only in the cold tier: a current, verified
+-- The tenant's months (YYYY-MM) whose history is only in the cold tier: a current, verified
 -- export, and no row of the tenant left in the warm archive for that month; within the
--- request's window when it has one.
-SELECT a.month
+-- request's window when it has one. Asked only when a page's maybe_cold says there may be
+-- some (the same filters on archived_partitions: keep them alike), or the page is empty.
+SELECT to_char(a.month, 'YYYY-MM') AS month
 FROM archived_partitions a
 WHERE a.table_name = 'conversation_history' AND a.tenant_id = $1 AND a.is_current
   AND a.verified_at IS NOT NULL

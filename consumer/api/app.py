@@ -27,6 +27,14 @@ as if they did not exist. Errors are RFC 9457 problem details. Lists are pages: 
 `next_cursor` as `cursor` to get the next one."""
 
 
+async def _as_it_is(_: asyncpg.Connection) -> None:
+    """A connection goes back to the pool without asyncpg's reset (RESET ALL, UNLISTEN *, CLOSE
+    ALL, advisory locks: a round trip per request): the API keeps no state on a connection. Its
+    tenant is set per transaction (set_config(..., true)) and ends with it; it sets nothing
+    for the session, listens to nothing, holds no cursor or lock outside a transaction. asyncpg
+    still rolls back a transaction left open before it calls this."""
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     database_url: str
@@ -35,14 +43,19 @@ class Config:
     erasure_key: bytes | None = field(default=None, repr=False)  # ARCHIVER_ERASURE_KEY
 
 
+async def open_pool(config: Config) -> asyncpg.Pool:
+    """The API's connections: opened on demand, up to `pool_size`."""
+    return await asyncpg.create_pool(
+        config.database_url, min_size=0, max_size=config.pool_size,
+        command_timeout=config.timeout, timeout=config.timeout,
+        server_settings=SERVER_SETTINGS, reset=_as_it_is,
+    )  # fmt: skip
+
+
 def create(config: Config) -> FastAPI:
     @asynccontextmanager
     async def lifespan(application: FastAPI) -> AsyncIterator[None]:
-        application.state.pool = await asyncpg.create_pool(
-            config.database_url, min_size=0, max_size=config.pool_size,
-            command_timeout=config.timeout, timeout=config.timeout,
-            server_settings=SERVER_SETTINGS,
-        )  # fmt: skip
+        application.state.pool = await open_pool(config)
         try:
             yield
         finally:

@@ -96,11 +96,17 @@ def _plain(value: Any) -> Any:
 # --- the cold tier ---------------------------------------------------------------------------------
 
 
-async def cold_months(s: auth.Session, window: Window = Window()) -> list[str]:
+async def cold_months(
+    s: auth.Session, rows: list[asyncpg.Record], window: Window = Window()
+) -> list[str]:
     """The tenant's months (YYYY-MM) whose history has moved to the cold tier: older history
-    of the subject asked about may be there (the warm archive no longer holds those months)."""
-    rows = await s.conn.fetch(queries.get("api_cold_months"), s.tenant, window.since, window.until)
-    return [row["month"].strftime("%Y-%m") for row in rows]
+    of the subject asked about may be there (the warm archive no longer holds those months).
+    Asked only if the page's rows say the tenant has verified exports in the window
+    (maybe_cold), or the page is empty."""
+    if rows and not rows[0]["maybe_cold"]:
+        return []
+    found = await s.conn.fetch(queries.get("api_cold_months"), s.tenant, window.since, window.until)
+    return [row["month"] for row in found]
 
 
 # --- conversations -------------------------------------------------------------------------------
@@ -116,6 +122,12 @@ class ConversationFilter:
 CONVERSATIONS = "api-conversations"
 
 
+def _conversation(row: asyncpg.Record) -> dict[str, Any]:
+    item = dict(row)
+    del item["maybe_cold"]
+    return item
+
+
 async def conversations(s: auth.Session, wanted: ConversationFilter, page: Page) -> dict[str, Any]:
     """The tenant's conversations, newest (by start) first."""
     after: tuple[Any, Any] = (None, None)
@@ -127,9 +139,9 @@ async def conversations(s: auth.Session, wanted: ConversationFilter, page: Page)
         wanted.window.since, wanted.window.until, *after, page.limit + 1,
     )  # fmt: skip
     return {
-        "items": [dict(r) for r in rows[: page.limit]],
+        "items": [_conversation(r) for r in rows[: page.limit]],
         "next_cursor": _next(CONVERSATIONS, rows, page.limit, "started_at", "conversation_id"),
-        "cold_months": await cold_months(s, wanted.window),
+        "cold_months": await cold_months(s, rows, wanted.window),
     }
 
 
@@ -145,6 +157,7 @@ def _message(row: asyncpg.Record) -> dict[str, Any]:
     item["role"] = item.pop("message_role")
     item["content"] = item.pop("message_content")
     item["metadata"] = orjson.Fragment(item["metadata"])  # jsonb as PostgreSQL wrote it
+    del item["maybe_cold"]
     return item
 
 
@@ -164,7 +177,7 @@ async def conversation_messages(
     return {
         "items": [_message(r) for r in rows[: page.limit]],
         "next_cursor": _next(MESSAGES, rows, page.limit, "timestamp", "id"),
-        "cold_months": await cold_months(s),
+        "cold_months": await cold_months(s, rows),
     }
 
 
@@ -185,7 +198,7 @@ async def customer_messages(
     return {
         "items": [_message(r) for r in rows[: page.limit]],
         "next_cursor": _next(CUSTOMER_MESSAGES, rows, page.limit, "timestamp", "id"),
-        "cold_months": await cold_months(s, window),
+        "cold_months": await cold_months(s, rows, window),
     }
 
 

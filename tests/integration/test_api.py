@@ -82,6 +82,35 @@ def _problem(response: httpx.Response, status: int) -> dict[str, Any]:
     return body
 
 
+# --- the pool ------------------------------------------------------------------------------------
+
+
+async def test_a_pooled_connection_keeps_no_tenant_after_a_request(
+    api: Api, api_database_url: str
+) -> None:
+    """Connections go back to the pool without asyncpg's RESET ALL (app.open_pool): the tenant
+    a request named ends with its transaction, also when the request is refused inside it."""
+    config = app.Config(api_database_url, pool_size=1)  # every request on the same connection
+    application = app.create(config)
+    application.state.pool = pool = await app.open_pool(config)
+    headers = {"Authorization": f"Bearer {api.keys['a']}"}
+    try:
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            assert (await client.get("/v1/users/u1/profile", headers=headers)).status_code == 200
+            lacks_scope = await client.get("/v1/erasures/1", headers=headers)
+            assert lacks_scope.status_code == 403  # refused after the key named the tenant
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT current_setting('archiver.tenant', true)") in (
+                None,
+                "",
+            )
+            assert await conn.fetchval("SELECT count(*) FROM conversations") == 0
+    finally:
+        await pool.close()
+
+
 # --- each endpoint -------------------------------------------------------------------------------
 
 
