@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import queue
 import uuid
 from collections.abc import Iterator
@@ -51,6 +52,19 @@ from consumer.cold.formats import PARQUET, Format
 from consumer.cold.storage import Storage
 
 log = structlog.get_logger("consumer.cold.export")
+
+
+def _returning_pool() -> None:
+    """pyarrow's memory from jemalloc, which hands freed memory back to the OS; its default
+    (mimalloc) keeps it. Measured (ops/bench, scenario cold): a 5-million-row month's export
+    peaked at 353 MB RSS with mimalloc and 263 MB with jemalloc, as fast. An operator's own
+    ARROW_DEFAULT_MEMORY_POOL is left alone."""
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        with contextlib.suppress(NotImplementedError):  # a pyarrow built without jemalloc
+            pa.set_memory_pool(pa.jemalloc_memory_pool())
+
+
+_returning_pool()
 
 COPY_COLUMNS = {  # the CSV of cold_month_copy: name -> arrow type
     "id": pa.int64(),
