@@ -40,6 +40,7 @@ class Config:
     retention_baseline_s: float = 30.0
     cold_rows: int = 10_000_000
     cold_format: str = "parquet"
+    retention_detach: str = "locked"
     api_rows: int = 10_000_000
     api_rate: int = 200
     api_seconds: float = 30.0
@@ -123,6 +124,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cold-format", choices=["parquet", "jsonl.zst", "jsonl.gz"], default=None,
                    help="cold: the files' format, as ARCHIVER_COLD_FORMAT and"
                         " ARCHIVER_COLD_COMPRESSION name it (default parquet)")  # fmt: skip
+    p.add_argument("--retention-detach", choices=["locked", "concurrently"], default=None,
+                   help="retention: how partitions are detached: a plain DETACH under a lock"
+                        " timeout, or CONCURRENTLY over the owner's connection"
+                        " (ARCHIVER_OWNER_DATABASE_URL; default locked)")  # fmt: skip
     p.add_argument("--no-pg-fsync", dest="pg_fsync", action="store_false",
                    help="PostgreSQL with fsync=off like the tests (default: fsync on)")  # fmt: skip
     p.add_argument("--profile", type=Path, default=None,

@@ -210,6 +210,8 @@ async def _reference(dsn: str, origin: datetime) -> Result:
 async def _apply(ctx: Context, dsn: str) -> dict[str, Any]:
     log = ctx.folder("retention") / "apply.log"
     env = ctx.env("retention", dsn)
+    if ctx.cfg.retention_detach == "concurrently":
+        env["ARCHIVER_OWNER_DATABASE_URL"] = ctx.stack.owner_dsn(dsn)
     argv = [sys.executable, "-m", "consumer", "retention", "apply", "--json"]
     code = await procs.run_to_end(argv, env, log, within=3600)
     if code != 0:

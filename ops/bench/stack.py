@@ -46,6 +46,10 @@ class Stack:
         self.databases.append(db)
         return self.pg.dsn(db)
 
+    def owner_dsn(self, dsn: str) -> str:
+        """The same database as its owner (the migrations' role)."""
+        return self.pg.dsn(dsn.rsplit("/", 1)[1], user=servers.PG_OWNER)
+
     async def reset_redis(self, notify: str) -> None:
         """Empty Redis and set its keyspace notifications (the archiver may add flags)."""
         client = aioredis.Redis.from_url(self.redis_url)
