@@ -235,7 +235,7 @@ class Checkpoints:
     ) -> int:  # fmt: skip
         if found is None or mark.head > 0:  # not listed whole, or an oversized value compared
             return 0  # by its head only: left to its TTL
-        roots, others = thread.keys(found)
+        roots, others = thread.members(found)
         roots = list(dict.fromkeys([key, *roots]))
         layout, keys_ = self.layout, [key, thread.latest or key, thread.writes_index]
         for root in roots:

@@ -58,10 +58,12 @@ def _returning_pool() -> None:
     """pyarrow's memory from jemalloc, which hands freed memory back to the OS; its default
     (mimalloc) keeps it. Measured (ops/bench, scenario cold): a 5-million-row month's export
     peaked at 353 MB RSS with mimalloc and 263 MB with jemalloc, as fast. An operator's own
-    ARROW_DEFAULT_MEMORY_POOL is left alone."""
-    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        with contextlib.suppress(NotImplementedError):  # a pyarrow built without jemalloc
-            pa.set_memory_pool(pa.jemalloc_memory_pool())
+    ARROW_DEFAULT_MEMORY_POOL is left alone, and a pyarrow built without jemalloc keeps its own."""
+    if (
+        "ARROW_DEFAULT_MEMORY_POOL" not in os.environ
+        and "jemalloc" in pa.supported_memory_backends()
+    ):
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
 _returning_pool()

@@ -124,7 +124,7 @@ class ThreadOf:
     latest: str | None
     writes_index: str
 
-    def keys(self, found: Sequence[str]) -> tuple[list[str], list[str]]:
+    def members(self, found: Sequence[str]) -> tuple[list[str], list[str]]:
         """Of the keys a search found, those of this thread (a tag matches case-insensitively):
         its root checkpoints, and every other key of the thread (subgraph checkpoints, their
         latest pointers and write indexes, writes)."""

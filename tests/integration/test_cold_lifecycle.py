@@ -148,6 +148,16 @@ def late_checkpoint(moment: datetime, n: int) -> model.Checkpoint:
     return model.Checkpoint(f"late-src-{n}", f"late-conv-{n}", "acme", None, None, (message,))
 
 
+def kept_reasons(counts: jobs.Counts, month: str) -> list[str]:
+    """Why a run kept a month's rows (one reason per tenant kept)."""
+    return [i["reason"] for i in counts["items"] if i["action"] == "keep" and i["month"] == month]
+
+
+async def late_row_kept(db: asyncpg.Connection, n: int) -> bool:
+    found = "SELECT count(*) FROM conversation_history WHERE message_key = $1"
+    return bool(await db.fetchval(found, f"late-{n}"))
+
+
 async def exported_acme(db: asyncpg.Connection, url: str, make_settings: MakeSettings,
                         pool: asyncpg.Pool) -> list[str]:  # fmt: skip
     """acme `export` (globex has no policy: acme's months go by batched deletes); acme's past
@@ -180,11 +190,9 @@ async def test_a_row_archived_after_the_plan_keeps_its_month(
     left = await rows_by_month(db, "acme")
     assert months[0] in left  # the late row and its month's rows stay: no copy covers them
     assert all(m not in left for m in months[1:])  # the others went
-    kept = [i for i in counts["items"] if i["action"] == "keep" and i["month"] == months[0]]
-    assert kept and "rows changed since its cold copy" in kept[0]["reason"]
-    assert await db.fetchval(
-        "SELECT count(*) FROM conversation_history WHERE message_key = 'late-1'"
-    )
+    reasons = kept_reasons(counts, months[0])
+    assert reasons and "rows changed since its cold copy" in reasons[0]
+    assert await late_row_kept(db, 1)
 
 
 async def test_a_row_archived_during_the_deletes_stops_them(
@@ -207,11 +215,8 @@ async def test_a_row_archived_during_the_deletes_stops_them(
     monkeypatch.setattr(retention._Run, "_paced", paced_then_late_row)
     counts = await run_job(pool, make_settings, "retention", cold_url=url, retention_batch="5")
     assert written
-    assert await db.fetchval(
-        "SELECT count(*) FROM conversation_history WHERE message_key = 'late-2'"
-    )
-    kept = [i for i in counts["items"] if i["action"] == "keep" and i["month"] == months[0]]
-    assert kept and kept[0]["reason"] == retention.LATE
+    assert await late_row_kept(db, 2)
+    assert kept_reasons(counts, months[0]) == [retention.LATE]
     assert not await db.fetchval("SELECT count(*) FROM retention_releases")
     # the next run exports the month again (the late row with it) before deleting it
     await run_job(pool, make_settings, "retention", cold_url=url)
@@ -237,7 +242,5 @@ async def test_a_row_archived_before_a_drop_keeps_the_partition(
     monkeypatch.setattr(partitions.Dropper, "drop", late_row_then_drop)
     counts = await run_job(pool, make_settings, "retention", cold_url=url)
     assert counts["partitions_postponed"] == ["conversation_history_" + months[0].replace("-", "_")]
-    assert await db.fetchval(
-        "SELECT count(*) FROM conversation_history WHERE message_key = 'late-3'"
-    )
+    assert await late_row_kept(db, 3)
     assert "globex" not in {i["tenant"] for i in counts["items"] if i["action"] == "keep"}

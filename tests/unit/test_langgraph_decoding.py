@@ -169,7 +169,7 @@ def test_a_threads_keys_are_every_family_of_that_thread_only() -> None:
     sub = f"checkpoint:acme/t-1:inner:{CID}:{CID}"
     write = f"checkpoint_write:acme/t-1:__empty__:{CID}:task:0"
     other_case = f"checkpoint:ACME/t-1:__empty__:{CID}"  # a tag matches case-insensitively
-    roots, others = thread.keys([KEY, sub, write, other_case])
+    roots, others = thread.members([KEY, sub, write, other_case])
     assert roots == [KEY]
     assert set(others) == {
         sub, write, f"checkpoint_latest:acme/t-1:inner:{CID}", f"write_keys_zset:acme/t-1:inner:{CID}:{CID}",
