@@ -62,11 +62,18 @@ def database_url(pg_server: servers.PostgresServer, admin_database_url: str) -> 
 @pytest.fixture
 async def admin_redis_url(redis_server: servers.RedisServer) -> str:
     """The private Redis, flushed, notifications as redis.conf sets them; the admin's URL."""
-    client = aioredis.Redis.from_url(redis_server.url)
-    await client.flushall()
-    await client.config_set("notify-keyspace-events", NOTIFICATIONS)
-    await client.aclose()
-    return redis_server.url
+    return await _emptied(redis_server.url, NOTIFICATIONS)
+
+
+async def _emptied(url: str, notifications: str) -> str:
+    """A private Redis flushed, with these keyspace notifications; its URL."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.flushall()
+        await client.config_set("notify-keyspace-events", notifications)
+    finally:
+        await client.aclose()
+    return url
 
 
 @pytest.fixture
@@ -187,11 +194,7 @@ def stack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.R
 @pytest.fixture
 async def stack_admin_url(stack_server: servers.RedisServer) -> str:
     """The private Redis Stack, flushed, notifications as redis.conf sets them; admin's URL."""
-    client = aioredis.Redis.from_url(stack_server.url)
-    await client.flushall()
-    await client.config_set("notify-keyspace-events", STACK_NOTIFICATIONS)
-    await client.aclose()
-    return stack_server.url
+    return await _emptied(stack_server.url, STACK_NOTIFICATIONS)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ inserts, every authentication case, cross-tenant probes, and bad input (problem 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -58,14 +59,25 @@ async def _keys(db: asyncpg.Connection) -> dict[str, str]:
 async def api(db: asyncpg.Connection, api_database_url: str) -> AsyncIterator[Api]:
     await _seed(db)
     keys = await _keys(db)
-    application = app.create(app.Config(api_database_url))
-    pool = await asyncpg.create_pool(api_database_url, min_size=1, max_size=4,
+    async with serving(app.Config(api_database_url), db, keys) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: app.Config, db: asyncpg.Connection, keys: dict[str, str]
+) -> AsyncIterator[Api]:
+    """The app in process (ASGI), on a pool of the API's own role."""
+    application = app.create(config)
+    pool = await asyncpg.create_pool(config.database_url, min_size=1, max_size=4,
                                      server_settings=app.SERVER_SETTINGS)  # fmt: skip
     application.state.pool = pool
     transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        yield Api(client, keys, db, pool)
-    await pool.close()
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield Api(client, keys, db, pool)
+    finally:
+        await pool.close()
 
 
 def _ok(response: httpx.Response) -> Any:

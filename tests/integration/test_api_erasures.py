@@ -14,7 +14,7 @@ from consumer import apikeys, erasure
 from consumer.api import app
 from tests import apidata
 from tests.conftest import MakeSettings
-from tests.integration.test_api import Api, _keys, _ok, _problem, _seed
+from tests.integration.test_api import Api, _keys, _ok, _problem, _seed, serving
 
 KEY = "test-erasure-key-0123456789abcdef"
 
@@ -25,14 +25,8 @@ async def api(db: asyncpg.Connection, api_database_url: str) -> AsyncIterator[Ap
     keys = await _keys(db)
     keys["eraser"] = (await apikeys.create(db, "tenant-a", "privacy", ["read", "erase"], None)).key
     keys["eraser-b"] = (await apikeys.create(db, "tenant-b", "privacy", ["erase"], None)).key
-    application = app.create(app.Config(api_database_url, erasure_key=KEY.encode()))
-    pool = await asyncpg.create_pool(api_database_url, min_size=1, max_size=4,
-                                     server_settings=app.SERVER_SETTINGS)  # fmt: skip
-    application.state.pool = pool
-    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        yield Api(client, keys, db, pool)
-    await pool.close()
+    async with serving(app.Config(api_database_url, erasure_key=KEY.encode()), db, keys) as served:
+        yield served
 
 
 async def _post(api: Api, who: str, body: object) -> httpx.Response:
